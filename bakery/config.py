@@ -1,0 +1,482 @@
+"""Typed, layered configuration: the single source of truth for every image.
+
+Layers, last one wins: `config/defaults.yaml` -> `config/roles/<role>.yaml` ->
+`config/targets/<target>.yaml` -> the user's `--config FILE` -> `--set key.path=value`.
+Every value has one home here; templates never invent defaults of their own.
+Errors name the layer (file or `--set`) that supplied the bad key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from bakery import ROLES, TARGETS
+from bakery.errors import BadInput, ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "config"
+
+Role = Literal["backend", "frontend", "database"]
+Target = Literal["local", "aws"]
+OsFamily = Literal["debian12", "al2023"]
+
+# Values that end up in env files, systemd units and nginx config: no spaces, quotes,
+# `$`, `%`, backslashes or newlines, so that no file we write can be broken by them.
+SafeToken = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"),
+]
+LogGroupName = Annotated[
+    str, StringConstraints(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_./#-]+$")
+]
+LinuxUser = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")]
+AbsolutePath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._/-]*$")]
+Region = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$")]
+AccountId = Annotated[str, StringConstraints(pattern=r"^[0-9]{12}$")]
+HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s\"'$`\\]+$")]
+VersionString = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)*$")]
+
+
+def _normalise_fingerprint(value: str) -> str:
+    compact = value.replace(" ", "").upper()
+    if not re.fullmatch(r"[0-9A-F]{40}", compact):
+        raise ValueError("must be a 40-hex-digit OpenPGP fingerprint (spaces allowed)")
+    return compact
+
+
+Fingerprint = Annotated[str, AfterValidator(_normalise_fingerprint)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServiceSettings(Section):
+    """How the role's service shows up in Application Signals (launch time can override)."""
+
+    name: SafeToken = Field(description="service.name resource attribute")
+    environment: SafeToken = Field(description="deployment.environment resource attribute")
+    log_group: LogGroupName = Field(description="CloudWatch Logs group for the role's logs")
+
+
+class AppSettings(Section):
+    """The application service on the image."""
+
+    port: int = Field(ge=1, le=65535)
+    user: LinuxUser = Field(description="system user the app runs as (no login shell)")
+    dir: AbsolutePath = Field(description="install folder of the app and its venv")
+
+
+class AgentSource(Section):
+    """Where the CloudWatch agent package comes from and how it is verified."""
+
+    url: HttpUrl
+    signature_url: HttpUrl | None = None
+    gpg_fingerprint: Fingerprint | None = None
+    sha256: Sha256 | None = None
+
+    @model_validator(mode="after")
+    def _must_be_verifiable(self) -> AgentSource:
+        signed = self.signature_url is not None and self.gpg_fingerprint is not None
+        if not signed and self.sha256 is None:
+            raise ValueError(
+                "the agent package must be verifiable: set signature_url and "
+                "gpg_fingerprint, or sha256"
+            )
+        if (self.signature_url is None) != (self.gpg_fingerprint is None):
+            raise ValueError("signature_url and gpg_fingerprint go together")
+        return self
+
+
+class AgentSettings(Section):
+    """The CloudWatch agent: which package, from where, and the lowest acceptable version."""
+
+    package: Literal["official", "test-double"] = Field(
+        description="official: the signed AWS package; test-double: tests/doubles (local only)"
+    )
+    min_version: VersionString
+    sources: dict[OsFamily, AgentSource]
+
+
+class OtelSettings(Section):
+    """The AWS Distro for OpenTelemetry (Python) and the app's OTEL environment."""
+
+    distro_version: VersionString = Field(description="aws-opentelemetry-distro pin")
+    otlp_endpoint: HttpUrl = Field(description="the agent's OTLP/HTTP endpoint (port 4316)")
+    sampling_endpoint: HttpUrl = Field(description="the agent's X-Ray sampling proxy (2000)")
+
+    def environment(self) -> dict[str, str]:
+        """The fixed OTEL variables of the app unit; service and environment come at launch."""
+        return {
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+            "OTEL_AWS_APPLICATION_SIGNALS_ENABLED": "true",
+            "OTEL_PYTHON_DISTRO": "aws_distro",
+            "OTEL_PYTHON_CONFIGURATOR": "aws_configurator",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_TRACES_SAMPLER": "xray",
+            "OTEL_TRACES_SAMPLER_ARG": f"endpoint={self.sampling_endpoint}",
+            "OTEL_AWS_APPLICATION_SIGNALS_EXPORTER_ENDPOINT": f"{self.otlp_endpoint}/v1/metrics",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{self.otlp_endpoint}/v1/traces",
+        }
+
+
+class LaunchDefaults(Section):
+    """Non-secret defaults for launch-time settings, so an image also boots alone.
+
+    User data overrides them in /etc/bakery/launch.env. There is deliberately no
+    password here: secrets only ever arrive at launch.
+    """
+
+    backend_url: HttpUrl
+    db_host: SafeToken
+    db_port: int = Field(ge=1, le=65535)
+    db_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,64}$")]
+    db_user: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,32}$")]
+
+
+class SourceImageFilter(Section):
+    """How to find the newest source AMI."""
+
+    owners: list[Annotated[str, StringConstraints(pattern=r"^([0-9]{12}|amazon|self)$")]] = Field(
+        min_length=1
+    )
+    name_pattern: Annotated[str, StringConstraints(min_length=1, pattern=r"^[^\s\"'$`\\]+$")]
+    architecture: Literal["x86_64", "arm64"]
+    ssh_username: LinuxUser = Field(description="the image's default login user")
+
+
+AMI_NAME_FIELDS = ("role", "os", "timestamp", "inputs_hash")
+
+
+def _check_ami_name_pattern(value: str) -> str:
+    fields = set(re.findall(r"\{([^{}]*)\}", value))
+    unknown = fields - set(AMI_NAME_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; use {list(AMI_NAME_FIELDS)}")
+    if not fields & {"timestamp", "inputs_hash"}:
+        raise ValueError(
+            "needs a unique part, {timestamp} or {inputs_hash}, or every build collides"
+        )
+    if not re.fullmatch(r"[A-Za-z0-9()\[\] ./'@_{}-]{3,128}", value):
+        raise ValueError("AMI names allow 3-128 letters, digits and ()[] ./'@_- only")
+    return value
+
+
+class AwsSettings(Section):
+    """The AWS side: source AMI, build instance, the AMI's guarantees and its release."""
+
+    region: Region
+    source_images: dict[OsFamily, SourceImageFilter]
+    instance_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]
+    subnet_id: Annotated[str, StringConstraints(pattern=r"^subnet-[0-9a-f]{8,17}$")] | None = None
+    security_group_id: (
+        Annotated[str, StringConstraints(pattern=r"^sg-[0-9a-f]{8,17}$")] | None
+    ) = None
+    instance_profile: SafeToken | None = None
+    volume_size_gb: int = Field(ge=4, le=1024)
+    ami_name_pattern: Annotated[str, AfterValidator(_check_ami_name_pattern)]
+    encrypt: bool = Field(description="encrypt the AMI's snapshots (never turn off for prod)")
+    kms_key_id: SafeToken | None = None
+    imdsv2_required: bool
+    deprecate_after_days: int | None = Field(default=None, ge=1)
+    copy_regions: list[Region] = Field(default_factory=list)
+    share_accounts: list[AccountId] = Field(default_factory=list)
+    share_org_arns: list[
+        Annotated[str, StringConstraints(pattern=r"^arn:aws[a-z-]*:organizations::[0-9]{12}:")]
+    ] = Field(default_factory=list)
+    tags: dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=128)],
+        Annotated[str, StringConstraints(max_length=256)],
+    ] = Field(default_factory=dict)
+    retention: int = Field(ge=1, description="verified AMIs kept per role and region by prune")
+    ssm_prefix: Annotated[str, StringConstraints(pattern=r"^(/[A-Za-z0-9_.-]+)+$")]
+
+    @model_validator(mode="after")
+    def _kms_needs_encryption(self) -> AwsSettings:
+        if self.kms_key_id and not self.encrypt:
+            raise ValueError("kms_key_id is set but encrypt is false")
+        return self
+
+
+class LocalSettings(Section):
+    """The local target: Packer's qemu builder on this machine."""
+
+    debian_suite: Literal["bookworm"]
+    cpus: int = Field(ge=1, le=64)
+    memory_mb: int = Field(ge=512, le=65536)
+    disk_size_gb: int = Field(ge=2, le=256)
+    accelerator: Literal["auto", "kvm", "tcg"]
+    cache_dir: str = Field(min_length=1, description="base images and wheelhouses (relative: repo)")
+    extra_ca_bundle: str | None = Field(
+        default=None,
+        description="PEM file or folder of *.crt trusted during the bake only (corporate proxy)",
+    )
+
+
+class VerifySettings(Section):
+    """Thresholds the verification gate holds images to."""
+
+    max_exposure: float = Field(ge=0, le=10, description="systemd-analyze security ceiling")
+    boot_timeout_s: int = Field(ge=10, le=3600)
+
+
+class BakeryConfig(Section):
+    """The merged configuration for one role on one target."""
+
+    role: Role
+    target: Target
+    os: OsFamily
+    service: ServiceSettings
+    app: AppSettings
+    agent: AgentSettings
+    otel: OtelSettings
+    launch: LaunchDefaults
+    aws: AwsSettings
+    local: LocalSettings
+    verify: VerifySettings
+
+    @model_validator(mode="after")
+    def _fits_target(self) -> BakeryConfig:
+        if self.os not in self.agent.sources:
+            raise ValueError(f"agent.sources has no entry for os {self.os!r}")
+        if self.os not in self.aws.source_images:
+            raise ValueError(f"aws.source_images has no entry for os {self.os!r}")
+        return self
+
+    @property
+    def agent_source(self) -> AgentSource:
+        return self.agent.sources[self.os]
+
+    @property
+    def source_image(self) -> SourceImageFilter:
+        return self.aws.source_images[self.os]
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+
+
+class Layer:
+    """One layer of settings and the name users know it by (a file path or `--set k`)."""
+
+    def __init__(self, name: str, data: Mapping[str, Any]) -> None:
+        self.name = name
+        self.data = data
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def read_layer(path: Path, *, required: bool) -> Layer | None:
+    """Read one YAML layer; a missing optional layer is None."""
+    name = _display(path)
+    if not path.exists():
+        if required:
+            raise ConfigError(name, "", "file not found: check the path given to --config")
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(name, "", f"cannot read: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(name, "", f"invalid YAML{where}: {problem}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(name, "", "must be a mapping of settings at the top level")
+    for injected in ("role", "target"):
+        if injected in data:
+            raise ConfigError(
+                name, injected, f"is chosen on the command line (--{injected}), not in a file"
+            )
+    return Layer(name, data)
+
+
+def parse_override(assignment: str) -> Layer:
+    """Turn `--set key.path=value` into a layer; the value is read as a YAML scalar/list."""
+    label = f"--set {assignment}"
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(label, "", "expected KEY.PATH=VALUE, e.g. --set local.cpus=2")
+    parts = key.strip().split(".")
+    if any(not part for part in parts):
+        raise ConfigError(label, key, "empty segment in the key path")
+    _check_path_exists(label, parts)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(label, key, f"value is not valid YAML: {exc}") from exc
+    data: dict[str, Any] = {}
+    cursor = data
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = value
+    return Layer(f"--set {key}", data)
+
+
+def _check_path_exists(label: str, parts: list[str]) -> None:
+    """Reject `--set` paths that name no setting, listing what exists at that level."""
+    node: Any = BakeryConfig
+    for depth, part in enumerate(parts):
+        here = ".".join(parts[: depth + 1])
+        if isinstance(node, _DictOf):  # agent.sources.<os>: any key, then a section
+            node = node.value_type
+        elif node is dict:  # aws.tags.<key>: any key, then a plain value
+            node = None
+        elif isinstance(node, type) and issubclass(node, BaseModel):
+            if depth == 0 and part in ("role", "target"):
+                raise ConfigError(label, here, f"is chosen with --{part}, not --set")
+            fields = node.model_fields
+            if part not in fields:
+                known = ", ".join(sorted(fields))
+                raise ConfigError(label, here, f"no such setting (known here: {known})")
+            node = _section_type(fields[part].annotation)
+        else:
+            raise ConfigError(label, here, "no such setting: its parent is a plain value")
+
+
+class _DictOf:
+    """A dict field whose values are sections (e.g. agent.sources.<os>)."""
+
+    def __init__(self, value_type: type[BaseModel]) -> None:
+        self.value_type = value_type
+
+
+def _section_type(annotation: Any) -> Any:
+    """What a field holds, for walking `--set` paths: a model, `dict`, `_DictOf` or None."""
+    if getattr(annotation, "__origin__", None) is dict:
+        value_type = annotation.__args__[1]
+        if isinstance(value_type, type) and issubclass(value_type, BaseModel):
+            return _DictOf(value_type)
+        return dict
+    candidates: Iterable[Any] = getattr(annotation, "__args__", None) or (annotation,)
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def merge_layers(layers: Iterable[Layer]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """Deep-merge layers (mappings merge, everything else replaces) and remember who set what."""
+    merged: dict[str, Any] = {}
+    origin: dict[tuple[str, ...], str] = {}
+
+    def merge(target: dict[str, Any], incoming: Mapping[str, Any], prefix: tuple[str, ...], name: str) -> None:
+        for key, value in incoming.items():
+            path = (*prefix, str(key))
+            origin[path] = name
+            if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+                merge(target[key], value, path, name)
+            elif isinstance(value, Mapping):
+                target[key] = {}
+                merge(target[key], value, path, name)
+            else:
+                target[key] = value
+
+    for layer in layers:
+        merge(merged, layer.data, (), layer.name)
+    return merged, origin
+
+
+def _blame(origin: Mapping[tuple[str, ...], str], loc: tuple[str, ...]) -> str:
+    """The layer that set the deepest existing prefix of `loc`."""
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in origin:
+            return origin[loc[:end]]
+    return "config (merged)"
+
+
+def load_config(
+    role: str,
+    target: str,
+    user_file: Path | None = None,
+    overrides: Iterable[str] = (),
+    config_dir: Path = CONFIG_DIR,
+) -> BakeryConfig:
+    """Load the layered configuration for one role and target, or raise ConfigError."""
+    if role not in ROLES:
+        raise BadInput(f"--role {role}: unknown role; choose from {', '.join(ROLES)}")
+    if target not in TARGETS:
+        raise BadInput(f"--target {target}: unknown target; choose from {', '.join(TARGETS)}")
+    layers = [
+        read_layer(config_dir / "defaults.yaml", required=True),
+        read_layer(config_dir / "roles" / f"{role}.yaml", required=False),
+        read_layer(config_dir / "targets" / f"{target}.yaml", required=False),
+    ]
+    if user_file is not None:
+        layers.append(read_layer(user_file, required=True))
+    layers.extend(parse_override(item) for item in overrides)
+    present = [layer for layer in layers if layer is not None]
+    merged, origin = merge_layers(present)
+    merged["role"], merged["target"] = role, target
+    try:
+        config = BakeryConfig.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(str(part) for part in first["loc"])
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = "unknown key: check the spelling against `invoke schema`"
+        elif first["type"] == "missing":
+            message = "required setting is missing"
+        elif first["type"] == "string_pattern_mismatch":
+            message = f"{first['input']!r} is not allowed here ({message})"
+        return _raise_located(origin, loc, message, len(exc.errors()))
+    if config.target == "aws" and config.agent.package == "test-double":
+        raise ConfigError(
+            _blame(origin, ("agent", "package")),
+            "agent.package",
+            "the CloudWatch agent test double never ships in an AWS image: use 'official'",
+        )
+    if config.target == "local" and config.os == "al2023":
+        raise ConfigError(
+            _blame(origin, ("os",)),
+            "os",
+            "al2023 cannot be baked locally (its packages are not reachable from here): "
+            "use os debian12 for --target local, or bake al2023 with --target aws",
+        )
+    return config
+
+
+def _raise_located(
+    origin: Mapping[tuple[str, ...], str], loc: tuple[str, ...], message: str, count: int
+) -> BakeryConfig:
+    more = f" (and {count - 1} more problem(s))" if count > 1 else ""
+    raise ConfigError(_blame(origin, loc), ".".join(loc), message + more)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a user config file (every section optional: it is a layer)."""
+    schema = BakeryConfig.model_json_schema()
+    schema["title"] = "bakery configuration layer"
+    schema["properties"].pop("role", None)
+    schema["properties"].pop("target", None)
+    schema.pop("required", None)
+    return schema
