@@ -89,19 +89,21 @@ class AgentSource(Section):
 
     url: HttpUrl
     signature_url: HttpUrl | None = None
+    gpg_key_url: HttpUrl | None = None
     gpg_fingerprint: Fingerprint | None = None
     sha256: Sha256 | None = None
 
     @model_validator(mode="after")
     def _must_be_verifiable(self) -> AgentSource:
-        signed = self.signature_url is not None and self.gpg_fingerprint is not None
+        gpg_parts = (self.signature_url, self.gpg_key_url, self.gpg_fingerprint)
+        signed = all(part is not None for part in gpg_parts)
         if not signed and self.sha256 is None:
             raise ValueError(
-                "the agent package must be verifiable: set signature_url and "
+                "the agent package must be verifiable: set signature_url, gpg_key_url and "
                 "gpg_fingerprint, or sha256"
             )
-        if (self.signature_url is None) != (self.gpg_fingerprint is None):
-            raise ValueError("signature_url and gpg_fingerprint go together")
+        if any(part is not None for part in gpg_parts) and not signed:
+            raise ValueError("signature_url, gpg_key_url and gpg_fingerprint go together")
         return self
 
 

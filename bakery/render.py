@@ -124,6 +124,7 @@ def bake_plan(cfg: BakeryConfig) -> dict[str, Any]:
             "package": cfg.agent.package,
             "url": source.url,
             "signature_url": source.signature_url,
+            "gpg_key_url": source.gpg_key_url,
             "gpg_fingerprint": source.gpg_fingerprint,
             "sha256": source.sha256,
             "min_version": cfg.agent.min_version,
