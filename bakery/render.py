@@ -26,6 +26,7 @@ import jinja2
 from bakery.agent_config import agent_config
 from bakery.config import REPO_ROOT, BakeryConfig
 from bakery.errors import OperationFailed
+from bakery.hcl import hcl_literal
 from bakery.packer import PackerVersion
 
 PACKER_TEMPLATES = REPO_ROOT / "packer"
@@ -59,27 +60,6 @@ class RenderedRole:
     @property
     def stage(self) -> Path:
         return self.directory / "stage"
-
-
-def hcl_literal(value: Any) -> str:
-    """A Python value as an HCL literal; strings cannot inject interpolations."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return json.dumps(value)
-    if isinstance(value, str):
-        # JSON string escapes are valid HCL; `${` and `%{` must be doubled to stay text.
-        return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(hcl_literal(item) for item in value) + "]"
-    if isinstance(value, dict):
-        if not value:
-            return "{}"
-        pairs = ", ".join(f"{hcl_literal(str(k))} = {hcl_literal(v)}" for k, v in value.items())
-        return "{ " + pairs + " }"
-    if value is None:
-        return "null"
-    raise TypeError(f"no HCL form for {type(value).__name__}")
 
 
 def _environment(search_path: Path) -> jinja2.Environment:

@@ -1,0 +1,113 @@
+"""bakery's command line: `invoke --list` shows the tasks, `invoke --help TASK` their options.
+
+Tasks are thin: they parse options and call the bakery package, which raises
+BakeryError; `exits_cleanly` turns that into one message and exit code 2 (bad input)
+or 1 (a failed operation).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+from invoke import task
+
+from bakery.cli import COMMON_HELP, console, exits_cleanly, load_configs
+from bakery.config import REPO_ROOT, json_schema
+from bakery.errors import OperationFailed
+from bakery.packer import detect_version, run_packer
+from bakery.render import BUILD_ROOT, RenderedRole, render_role
+from bakery.validate import validate_rendered
+
+ITERABLE = ["role", "set"]
+
+
+def _render_all(
+    role: list[str], target: str, config: str | None, set: list[str]
+) -> list[RenderedRole]:
+    configs = load_configs(role, target, config, set)  # all validated before any write
+    packer = detect_version()
+    rendered = [render_role(cfg, packer) for cfg in configs]
+    for item in rendered:
+        console.print(f"rendered {item.directory.relative_to(REPO_ROOT)} (Packer {packer})")
+        if item.post_build:
+            console.print(f"  applied after the build with boto3: {', '.join(item.post_build)}")
+    return rendered
+
+
+@task(iterable=ITERABLE, help=COMMON_HELP)
+@exits_cleanly
+def render(c, role=None, target="local", config=None, set=None):
+    """Render Packer HCL and on-image files into build/<target>/<role>/."""
+    _render_all(role, target, config, set)
+
+
+@task(iterable=ITERABLE, help=COMMON_HELP)
+@exits_cleanly
+def validate(c, role=None, target="local", config=None, set=None):
+    """Render, then `packer fmt -check` and `packer validate` each role."""
+    for item in _render_all(role, target, config, set):
+        validate_rendered(item)
+        console.print(f"[green]valid[/] {item.role} ({item.target})")
+
+
+@task(iterable=ITERABLE, help=COMMON_HELP)
+@exits_cleanly
+def fmt(c, role=None, target="local", config=None, set=None):
+    """Show where rendered HCL drifts from `packer fmt` (fix the templates in packer/)."""
+    drift = []
+    for item in _render_all(role, target, config, set):
+        try:
+            run_packer(["fmt", "-check", "-diff", "."], cwd=item.directory)
+        except OperationFailed as exc:
+            drift.append(str(exc))
+    if drift:
+        raise OperationFailed("rendered HCL is not in canonical form:\n" + "\n".join(drift))
+    console.print("[green]rendered HCL is in canonical form[/]")
+
+
+@task(help={"output": "where to write the schema (default: build/bakery.schema.json)"})
+@exits_cleanly
+def schema(c, output=None):
+    """Write the JSON Schema of a config file, for editors and CI to check YAML against."""
+    path = REPO_ROOT / (output or "build/bakery.schema.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
+    console.print(f"wrote {path}")
+
+
+@task(help={"cache": "also remove the cache of base images and wheelhouses"})
+@exits_cleanly
+def clean(c, cache=False):
+    """Remove build/ (rendered trees, images, reports); --cache also the download cache."""
+    shutil.rmtree(BUILD_ROOT, ignore_errors=True)
+    console.print(f"removed {BUILD_ROOT.relative_to(REPO_ROOT)}/")
+    if cache:
+        cache_dir = REPO_ROOT / ".cache"
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        console.print(f"removed {cache_dir.relative_to(REPO_ROOT)}/")
+
+
+@task(
+    help={
+        "slow": "also run the slow tests that bake and boot real images",
+        "k": "only tests matching this pytest -k expression",
+    }
+)
+@exits_cleanly
+def test(c, slow=False, k=None):
+    """Run the test suite (lint, types, unit tests; --slow adds real bakes)."""
+    steps = [
+        [sys.executable, "-m", "ruff", "check", "."],
+        [sys.executable, "-m", "ruff", "format", "--check", "."],
+        [sys.executable, "-m", "mypy", "bakery"],
+        [sys.executable, "-m", "pytest", "-q", *(["-m", "slow or not slow"] if slow else [])],
+    ]
+    if k:
+        steps[-1] += ["-k", k]
+    for command in steps:
+        console.print(f"[bold]$ {' '.join(command[2:])}[/]")
+        if subprocess.run(command, cwd=REPO_ROOT, check=False).returncode != 0:
+            raise OperationFailed(f"{' '.join(command[2:])} failed")
