@@ -16,9 +16,12 @@ from invoke import task
 
 from bakery.cli import COMMON_HELP, console, exits_cleanly, load_configs
 from bakery.config import REPO_ROOT, json_schema
-from bakery.errors import OperationFailed
+from bakery.errors import BadInput, OperationFailed
+from bakery.local.build import build_local
 from bakery.packer import detect_version, run_packer
+from bakery.progress import Progress
 from bakery.render import BUILD_ROOT, RenderedRole, render_role
+from bakery.report import print_build_table
 from bakery.validate import validate_rendered
 
 ITERABLE = ["role", "set"]
@@ -35,6 +38,27 @@ def _render_all(
         if item.post_build:
             console.print(f"  applied after the build with boto3: {', '.join(item.post_build)}")
     return rendered
+
+
+BUILD_HELP = {
+    **COMMON_HELP,
+    "force": "rebuild even when a role's inputs hash is unchanged",
+    "parallel": "how many roles to bake at once (default 3)",
+}
+
+
+@task(iterable=ITERABLE, help=BUILD_HELP)
+@exits_cleanly
+def build(c, role=None, target="local", config=None, set=None, force=False, parallel=3):
+    """Bake the role images (default: all three on the local qemu target)."""
+    configs = load_configs(role, target, config, set)
+    if target == "aws":
+        raise BadInput("--target aws: building AMIs is not wired in yet; use --target local")
+    results = build_local(configs, Progress(console), force=force, parallel=int(parallel))
+    print_build_table(results)
+    failed = [result for result in results if result.status == "failed"]
+    if failed:
+        raise OperationFailed("; ".join(f"{r.role}: {r.error}" for r in failed))
 
 
 @task(iterable=ITERABLE, help=COMMON_HELP)

@@ -189,9 +189,9 @@ class AwsSettings(Section):
     source_images: dict[OsFamily, SourceImageFilter]
     instance_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]
     subnet_id: Annotated[str, StringConstraints(pattern=r"^subnet-[0-9a-f]{8,17}$")] | None = None
-    security_group_id: (
-        Annotated[str, StringConstraints(pattern=r"^sg-[0-9a-f]{8,17}$")] | None
-    ) = None
+    security_group_id: Annotated[str, StringConstraints(pattern=r"^sg-[0-9a-f]{8,17}$")] | None = (
+        None
+    )
     instance_profile: SafeToken | None = None
     volume_size_gb: int = Field(ge=4, le=1024)
     ami_name_pattern: Annotated[str, AfterValidator(_check_ami_name_pattern)]
@@ -390,7 +390,9 @@ def merge_layers(layers: Iterable[Layer]) -> tuple[dict[str, Any], dict[tuple[st
     merged: dict[str, Any] = {}
     origin: dict[tuple[str, ...], str] = {}
 
-    def merge(target: dict[str, Any], incoming: Mapping[str, Any], prefix: tuple[str, ...], name: str) -> None:
+    def merge(
+        target: dict[str, Any], incoming: Mapping[str, Any], prefix: tuple[str, ...], name: str
+    ) -> None:
         for key, value in incoming.items():
             path = (*prefix, str(key))
             origin[path] = name
@@ -456,6 +458,13 @@ def load_config(
             _blame(origin, ("agent", "package")),
             "agent.package",
             "the CloudWatch agent test double never ships in an AWS image: use 'official'",
+        )
+    bundle = config.local.extra_ca_bundle
+    if config.target == "local" and bundle and not Path(bundle).exists():
+        raise ConfigError(
+            _blame(origin, ("local", "extra_ca_bundle")),
+            "local.extra_ca_bundle",
+            f"{bundle} does not exist: point it at a PEM file or a folder of *.crt, or null",
         )
     if config.target == "local" and config.os == "al2023":
         raise ConfigError(

@@ -24,6 +24,7 @@ from typing import Any
 import jinja2
 
 from bakery.agent_config import agent_config
+from bakery.artifacts import Artifacts
 from bakery.config import REPO_ROOT, BakeryConfig
 from bakery.errors import OperationFailed
 from bakery.hcl import hcl_literal
@@ -92,9 +93,26 @@ def _render_text(env: jinja2.Environment, name: str, context: dict[str, Any]) ->
     return text
 
 
-def bake_plan(cfg: BakeryConfig) -> dict[str, Any]:
+def bake_plan(cfg: BakeryConfig, artifacts: Artifacts | None = None) -> dict[str, Any]:
     """The JSON the provisioners read on the image: everything they need, nothing secret."""
     source = cfg.agent_source
+    agent = {
+        "url": source.url,
+        "signature_url": source.signature_url,
+        "gpg_key_url": source.gpg_key_url,
+        "gpg_fingerprint": source.gpg_fingerprint,
+        "sha256": source.sha256,
+    }
+    if cfg.agent.package == "test-double":
+        # Same install path as the real package: fetched by URL, checked by sha256.
+        staged = artifacts.agent_package if artifacts else None
+        agent = {
+            "url": f"file://{GUEST_STAGE}/artifacts/agent/{staged.filename}" if staged else None,
+            "signature_url": None,
+            "gpg_key_url": None,
+            "gpg_fingerprint": None,
+            "sha256": staged.sha256 if staged else None,
+        }
     return {
         "role": cfg.role,
         "target": cfg.target,
@@ -102,11 +120,7 @@ def bake_plan(cfg: BakeryConfig) -> dict[str, Any]:
         "stage": GUEST_STAGE,
         "agent": {
             "package": cfg.agent.package,
-            "url": source.url,
-            "signature_url": source.signature_url,
-            "gpg_key_url": source.gpg_key_url,
-            "gpg_fingerprint": source.gpg_fingerprint,
-            "sha256": source.sha256,
+            **agent,
             "min_version": cfg.agent.min_version,
             "config_path": AGENT_CONFIG_PATH,
         },
@@ -122,14 +136,21 @@ def provisioning_steps(cfg: BakeryConfig) -> list[str]:
 
 
 def render_role(
-    cfg: BakeryConfig, packer: PackerVersion, build_root: Path = BUILD_ROOT
+    cfg: BakeryConfig,
+    packer: PackerVersion,
+    build_root: Path = BUILD_ROOT,
+    artifacts: Artifacts | None = None,
 ) -> RenderedRole:
-    """Render one role for one target into `build_root/<target>/<role>/`, atomically."""
+    """Render one role for one target into `build_root/<target>/<role>/`, atomically.
+
+    Without `artifacts` the stage has an empty `artifacts/` folder: enough to read and
+    validate the templates; a build renders again with the artifacts it prepared.
+    """
     final = build_root / cfg.target / cfg.role
     final.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".render-{cfg.role}-", dir=final.parent))
     try:
-        post_build = _render_into(scratch, cfg, packer)
+        post_build = _render_into(scratch, cfg, packer, artifacts)
         if final.exists():
             old = final.with_name(f".old-{cfg.role}")
             shutil.rmtree(old, ignore_errors=True)
@@ -144,7 +165,9 @@ def render_role(
     return RenderedRole(cfg.role, cfg.target, final, packer, post_build)
 
 
-def _render_into(out: Path, cfg: BakeryConfig, packer: PackerVersion) -> tuple[str, ...]:
+def _render_into(
+    out: Path, cfg: BakeryConfig, packer: PackerVersion, artifacts: Artifacts | None
+) -> tuple[str, ...]:
     post_build = _post_build_guarantees(cfg, packer)
     context = {
         "cfg": cfg,
@@ -165,7 +188,11 @@ def _render_into(out: Path, cfg: BakeryConfig, packer: PackerVersion) -> tuple[s
         (out / name.replace(f".{cfg.target}.", ".")).write_text(text, encoding="utf-8")
 
     stage = out / "stage"
-    (stage / "artifacts").mkdir(parents=True)
+    stage.mkdir()
+    if artifacts is not None:
+        shutil.copytree(artifacts.directory, stage / "artifacts")
+    else:
+        (stage / "artifacts").mkdir()
     shutil.copytree(
         PROVISIONERS, stage / "provisioners", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
     )
@@ -173,7 +200,9 @@ def _render_into(out: Path, cfg: BakeryConfig, packer: PackerVersion) -> tuple[s
     agent_json = stage / "rootfs" / AGENT_CONFIG_PATH.lstrip("/")
     agent_json.parent.mkdir(parents=True, exist_ok=True)
     agent_json.write_text(json.dumps(agent_config(cfg), indent=2, sort_keys=True) + "\n")
-    (stage / "bake.json").write_text(json.dumps(bake_plan(cfg), indent=2, sort_keys=True) + "\n")
+    (stage / "bake.json").write_text(
+        json.dumps(bake_plan(cfg, artifacts), indent=2, sort_keys=True) + "\n"
+    )
     (out / "render.json").write_text(
         json.dumps(
             {

@@ -1,0 +1,65 @@
+"""KVM or TCG: use KVM only when a probe boot proves it works on this host.
+
+`/dev/kvm` can exist and still hang a guest (a nested `kvm_pvm` does), so its
+presence proves nothing; a short boot of the base image's kernel to userspace does.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from bakery.errors import BadInput
+
+PROBE_TIMEOUT_S = 30
+USERSPACE_MARK = "Run /init as init process"
+
+
+def probe_kvm(kernel: Path, initrd: Path, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """Boot the kernel under KVM; True when it reaches userspace within the timeout."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    with tempfile.TemporaryDirectory(prefix="bakery-kvm-probe-") as tmp:
+        console = Path(tmp) / "console.log"
+        process = subprocess.Popen(
+            [
+                "qemu-system-x86_64", "-machine", "accel=kvm", "-m", "256", "-nodefaults",
+                "-display", "none", "-no-reboot", "-nic", "none",
+                "-serial", f"file:{console}", "-kernel", str(kernel), "-initrd", str(initrd),
+                "-append", "console=ttyS0 panic=-1 rdinit=/bin/true",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if console.exists() and USERSPACE_MARK in console.read_text(errors="replace"):
+                    return True
+                if process.poll() is not None and process.returncode != 0:
+                    return False
+                time.sleep(0.5)
+            return False
+        finally:
+            process.kill()
+            process.wait()
+
+
+def choose_accelerator(setting: str, kernel: Path, initrd: Path) -> tuple[str, str | None]:
+    """(accelerator, warning): honour kvm/tcg, probe for auto."""
+    if setting == "tcg":
+        return "tcg", None
+    works = probe_kvm(kernel, initrd)
+    if setting == "kvm":
+        if not works:
+            raise BadInput(
+                "local.accelerator is kvm, but a probe boot under KVM did not reach userspace "
+                f"in {PROBE_TIMEOUT_S}s: set local.accelerator to auto or tcg"
+            )
+        return "kvm", None
+    if works:
+        return "kvm", None
+    return "tcg", "KVM did not pass a probe boot here; using QEMU's TCG (slower)"
