@@ -1,0 +1,413 @@
+"""Building an AMI with Packer's amazon-ebs builder, then making it what bakery promises.
+
+`packer build` runs in the rendered folder with this run's inputs in a var file. The
+AMI of *this* run is read from `packer-manifest.json` (appended across runs) by its
+`packer_run_uuid`. Then bakery re-applies the full tag set to the AMI and each snapshot
+(Packer 1.6 does not tag every snapshot reliably), applies the post-build guarantees
+the rendered template could not express (IMDSv2-only, deprecation, organisation
+sharing) and writes the build record. Any failure, Ctrl-C included, removes whatever
+AMI and snapshot this run left behind: an image is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bakery.aws import tags
+from bakery.aws.clients import aws_errors, ec2_client
+from bakery.aws.images import (
+    delete_image,
+    describe_image,
+    find_source_image,
+    snapshot_ids,
+    tag_image,
+    wait_available,
+)
+from bakery.aws.progress import say
+from bakery.aws.records import RECORDS_DIR, record_path, update_record
+from bakery.cli import console
+from bakery.config import REPO_ROOT, BakeryConfig
+from bakery.errors import BadInput, BakeryError, OperationFailed
+from bakery.hcl import write_var_file
+from bakery.packer import packer_binary
+from bakery.render import DEPRECATION, IMDSV2_ON_AMI, ORG_SHARING, RenderedRole
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.type_defs import FilterTypeDef, ImageTypeDef
+
+MANIFEST = "packer-manifest.json"
+VAR_FILE = "run.pkrvars.hcl"
+PACKER_LOG = "packer.log"
+# What a run writes into the rendered folder: not inputs, so not hashed.
+_RUN_OUTPUTS = frozenset({MANIFEST, VAR_FILE, PACKER_LOG, "manifest"})
+
+# Runs `packer ARGS` in a folder, logging to a file; raises OperationFailed on failure.
+PackerRunner = Callable[[list[str], Path, Path], None]
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What identifies a build: the hash of its inputs and the commit that rendered it."""
+
+    inputs_hash: str
+    git_commit: str
+
+
+def _input_files(directory: Path) -> Iterator[Path]:
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory)
+        if path.is_file() and relative.parts[0] not in _RUN_OUTPUTS:
+            yield path
+
+
+def inputs_hash(rendered: RenderedRole) -> str:
+    """A short hash of everything in the rendered folder that goes into the image.
+
+    render.json holds the whole merged config and the Packer version, and the stage
+    holds every file uploaded to the image, so equal hashes mean equal bakes.
+    """
+    digest = hashlib.sha256()
+    for path in _input_files(rendered.directory):
+        digest.update(path.relative_to(rendered.directory).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def git_commit(repo: Path = REPO_ROOT) -> str:
+    """The commit of the bakery repo, `+dirty` with uncommitted changes, or `unknown`."""
+
+    def git(*args: str) -> str:
+        result = subprocess.run(
+            ["git", *args], cwd=repo, capture_output=True, text=True, check=False, timeout=30
+        )
+        if result.returncode != 0:
+            raise OSError(result.stderr.strip())
+        return result.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except OSError:
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def run_inputs(rendered: RenderedRole) -> RunInputs:
+    return RunInputs(inputs_hash(rendered), git_commit())
+
+
+def stream_packer(args: list[str], cwd: Path, log_path: Path) -> None:
+    """Run Packer, echoing its output as it comes and keeping all of it in `log_path`.
+
+    Packer runs in its own session, so Ctrl-C reaches only bakery, which then forwards
+    one SIGINT: Packer cancels and removes what it created, and bakery waits for that.
+    """
+    env = dict(os.environ)
+    env.setdefault("CHECKPOINT_DISABLE", "1")  # no update check: offline CI must not wait
+    tail: list[str] = []
+    with (
+        log_path.open("w", encoding="utf-8") as log,
+        subprocess.Popen(
+            [packer_binary(), *args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        ) as process,
+    ):
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                log.write(line)
+                console.print(line.rstrip("\n"), markup=False)
+                tail = [*tail[-19:], line.rstrip("\n")]
+        except KeyboardInterrupt:
+            process.send_signal(signal.SIGINT)
+            say("interrupted: waiting for Packer to remove what it created…")
+            process.wait()
+            raise
+        code = process.wait()
+    if code != 0:
+        raise OperationFailed(
+            f"packer {args[0]} failed in {cwd} (exit {code}); full log: {log_path}\n"
+            + "\n".join(tail)
+        )
+
+
+def manifest_run_uuids(manifest: Path) -> set[str]:
+    """The run ids already in the manifest (Packer appends one entry per run)."""
+    if not manifest.exists():
+        return set()
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    return {str(build.get("packer_run_uuid")) for build in data.get("builds", [])}
+
+
+def this_run_artifact(manifest: Path, earlier: set[str], region: str) -> tuple[str, str]:
+    """(run id, AMI id) of the run that just finished, from Packer's manifest."""
+    data: dict[str, Any] = (
+        json.loads(manifest.read_text(encoding="utf-8")) if manifest.exists() else {}
+    )
+    run_uuid = str(data.get("last_run_uuid") or "")
+    if not run_uuid or run_uuid in earlier:
+        raise OperationFailed(f"Packer finished but recorded no artifact of this run in {manifest}")
+    amis = [
+        artifact.split(":", 1)[1]
+        for build in data.get("builds", [])
+        if build.get("packer_run_uuid") == run_uuid
+        for artifact in str(build.get("artifact_id", "")).split(",")
+        if artifact.startswith(f"{region}:")
+    ]
+    if len(amis) != 1:
+        raise OperationFailed(
+            f"expected one AMI in {region} from Packer run {run_uuid}, found {amis} in {manifest}"
+        )
+    return run_uuid, amis[0]
+
+
+def apply_post_build_guarantees(
+    ec2: EC2Client,
+    ami_id: str,
+    guarantees: tuple[str, ...],
+    cfg: BakeryConfig,
+    now: datetime,
+) -> list[str]:
+    """Apply what the template could not express for this Packer; returns what was done."""
+    done: list[str] = []
+    for guarantee in guarantees:
+        with aws_errors(f"applying {guarantee} to {ami_id}"):
+            if guarantee == IMDSV2_ON_AMI:
+                # Instances launched from the AMI default to IMDSv2 only (tokens required).
+                ec2.modify_image_attribute(ImageId=ami_id, ImdsSupport={"Value": "v2.0"})
+            elif guarantee == DEPRECATION and cfg.aws.deprecate_after_days:
+                deprecate_at = now + timedelta(days=cfg.aws.deprecate_after_days)
+                ec2.enable_image_deprecation(ImageId=ami_id, DeprecateAt=deprecate_at)
+            elif guarantee == ORG_SHARING:
+                ec2.modify_image_attribute(
+                    ImageId=ami_id,
+                    LaunchPermission={
+                        "Add": [{"OrganizationArn": arn} for arn in cfg.aws.share_org_arns]
+                    },
+                )
+            else:
+                raise OperationFailed(f"bakery does not know how to apply {guarantee!r}")
+        done.append(guarantee)
+    return done
+
+
+@dataclass(frozen=True)
+class RunResources:
+    """The AMIs, snapshots and build instances that could belong to a run of one role."""
+
+    images: dict[str, ImageTypeDef]
+    snapshots: frozenset[str]
+    instances: frozenset[str]
+
+    def ids(self) -> set[str]:
+        return {*self.images, *self.snapshots, *self.instances}
+
+
+def run_resources(ec2: EC2Client, cfg: BakeryConfig, run_hash: str) -> RunResources:
+    """What carries this run's tags or AMI name, or is a build instance of the role.
+
+    Taken before Packer starts and again after a failure: the difference is what the
+    run created, so an image of an earlier run (same inputs, same second) is never
+    touched. Packer tags late, so images are also matched by name.
+    """
+    name = cfg.aws.ami_name_pattern.format(
+        role=cfg.role, os=cfg.os, timestamp="*", inputs_hash=run_hash
+    )
+    by_tag: list[FilterTypeDef] = [
+        {"Name": f"tag:{tags.ROLE}", "Values": [cfg.role]},
+        {"Name": f"tag:{tags.INPUTS_HASH}", "Values": [run_hash]},
+    ]
+    by_name: list[FilterTypeDef] = [{"Name": "name", "Values": [name]}]
+    build_instances: list[FilterTypeDef] = [
+        {"Name": f"tag:{tags.ROLE}", "Values": [cfg.role]},
+        {"Name": f"tag:{tags.PURPOSE}", "Values": ["build"]},
+        {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+    ]
+    with aws_errors(f"listing the {cfg.role} build's resources"):
+        images = {
+            image["ImageId"]: image
+            for filters in (by_tag, by_name)
+            for image in ec2.describe_images(Owners=["self"], Filters=filters)["Images"]
+        }
+        snapshots = ec2.describe_snapshots(OwnerIds=["self"], Filters=by_tag)["Snapshots"]
+        reservations = ec2.describe_instances(Filters=build_instances)["Reservations"]
+    return RunResources(
+        images=images,
+        snapshots=frozenset(snapshot["SnapshotId"] for snapshot in snapshots),
+        instances=frozenset(
+            instance["InstanceId"]
+            for reservation in reservations
+            for instance in reservation.get("Instances", [])
+        ),
+    )
+
+
+def remove_run_leftovers(
+    ec2: EC2Client, cfg: BakeryConfig, run_hash: str, before: RunResources
+) -> list[str]:
+    """Delete the AMIs (with their snapshots), snapshots and build instances that
+    appeared since `before`; returns the ids removed."""
+    now = run_resources(ec2, cfg, run_hash)
+    removed: list[str] = []
+    with aws_errors(f"removing what the failed {cfg.role} build left behind"):
+        for ami_id, image in now.images.items():
+            if ami_id not in before.images:
+                delete_image(ec2, image)
+                removed += [ami_id, *snapshot_ids(image)]
+        for snapshot in sorted(now.snapshots - before.snapshots - set(removed)):
+            ec2.delete_snapshot(SnapshotId=snapshot)
+            removed.append(snapshot)
+        stray = sorted(now.instances - before.instances)
+        if stray:
+            ec2.terminate_instances(InstanceIds=stray)
+            removed += stray
+    return removed
+
+
+def _clean_up_after_failure(
+    ec2: EC2Client, cfg: BakeryConfig, run_hash: str, before: RunResources
+) -> None:
+    try:
+        removed = remove_run_leftovers(ec2, cfg, run_hash, before)
+    except BakeryError as exc:
+        say(f"[red]could not remove what the failed build left[/]: {exc}; `invoke prune` later")
+        return
+    if removed:
+        say(f"removed what the failed {cfg.role} build left: {', '.join(removed)}")
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    """What one build produced; written as JSON under build/records/aws/."""
+
+    role: str
+    os: str
+    region: str
+    ami_id: str
+    ami_name: str
+    source_ami: str
+    inputs_hash: str
+    git_commit: str
+    packer_version: str
+    packer_run_uuid: str
+    built_at: str
+    snapshot_ids: tuple[str, ...]
+    post_build: tuple[str, ...]
+    tags: dict[str, str]
+    packer_log: str
+    path: Path
+
+    def as_json(self) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data.pop("path")
+        data["snapshot_ids"] = list(self.snapshot_ids)
+        data["post_build"] = list(self.post_build)
+        data["status"] = tags.BUILT
+        return data
+
+
+def image_tags(
+    cfg: BakeryConfig,
+    rendered: RenderedRole,
+    inputs: RunInputs,
+    image: ImageTypeDef,
+    looked_up_source: str,
+) -> dict[str, str]:
+    """The full tag set of a freshly built image; Packer's own values win where it set them."""
+    packer_set = tags.as_dict(image.get("Tags"))
+    source = packer_set.get(tags.SOURCE_AMI, "")
+    created = tags.parse_timestamp(image.get("CreationDate", "")) or tags.utc_now()
+    return {
+        **cfg.aws.tags,
+        tags.ROLE: cfg.role,
+        tags.OS: cfg.os,
+        tags.INPUTS_HASH: inputs.inputs_hash,
+        tags.GIT_COMMIT: inputs.git_commit,
+        tags.PACKER_VERSION: str(rendered.packer_version),
+        # {{ .SourceAMI }} is what Packer really launched; the look-up is a fallback.
+        tags.SOURCE_AMI: source if source.startswith("ami-") else looked_up_source,
+        tags.BUILD_TIME: packer_set.get(tags.BUILD_TIME) or created.strftime("%Y%m%d%H%M%S"),
+        tags.STATUS: tags.BUILT,
+    }
+
+
+def build_on_aws(
+    rendered: RenderedRole,
+    cfg: BakeryConfig,
+    *,
+    inputs: RunInputs | None = None,
+    packer: PackerRunner = stream_packer,
+    records_dir: Path = RECORDS_DIR,
+    clock: Callable[[], datetime] = tags.utc_now,
+) -> BuildRecord:
+    """Build one role's AMI with Packer and make it complete, or leave nothing behind."""
+    if rendered.target != "aws" or rendered.role != cfg.role:
+        raise BadInput(
+            f"build_on_aws needs the aws rendering of {cfg.role}, got {rendered.target}/"
+            f"{rendered.role}: run `invoke render --target aws --role {cfg.role}`"
+        )
+    region = cfg.aws.region
+    ec2 = ec2_client(region)
+    # Fail in seconds, naming the filter, rather than after Packer has started.
+    source = find_source_image(ec2, cfg)
+    inputs = inputs or run_inputs(rendered)
+    directory = rendered.directory
+    var_file = write_var_file(
+        directory / VAR_FILE,
+        {"inputs_hash": inputs.inputs_hash, "git_commit": inputs.git_commit},
+    )
+    manifest = directory / MANIFEST
+    earlier = manifest_run_uuids(manifest)
+    log_path = directory / PACKER_LOG
+    before = run_resources(ec2, cfg, inputs.inputs_hash)
+    say(f"building {cfg.role} in {region} from {source['ImageId']} ({source.get('Name', '')})")
+    try:
+        packer(["build", "-color=false", f"-var-file={var_file.name}", "."], directory, log_path)
+        run_uuid, ami_id = this_run_artifact(manifest, earlier, region)
+        wait_available(ec2, [ami_id], region)
+        with aws_errors(f"reading {ami_id}"):
+            image = describe_image(ec2, ami_id)
+        if image is None:
+            raise OperationFailed(f"Packer reported {ami_id} but it does not exist in {region}")
+        values = image_tags(cfg, rendered, inputs, image, source["ImageId"])
+        tag_image(ec2, image, values)
+        applied = apply_post_build_guarantees(ec2, ami_id, rendered.post_build, cfg, clock())
+    except BaseException:
+        _clean_up_after_failure(ec2, cfg, inputs.inputs_hash, before)
+        raise
+    record = BuildRecord(
+        role=cfg.role,
+        os=cfg.os,
+        region=region,
+        ami_id=ami_id,
+        ami_name=image.get("Name", ""),
+        source_ami=values[tags.SOURCE_AMI],
+        inputs_hash=inputs.inputs_hash,
+        git_commit=inputs.git_commit,
+        packer_version=str(rendered.packer_version),
+        packer_run_uuid=run_uuid,
+        built_at=image.get("CreationDate", tags.timestamp(clock())),
+        snapshot_ids=tuple(snapshot_ids(image)),
+        post_build=tuple(applied),
+        tags=values,
+        packer_log=str(log_path),
+        path=record_path(records_dir, cfg.role, ami_id),
+    )
+    update_record(record.path, record.as_json())
+    say(f"[green]built[/] {cfg.role}: {ami_id} in {region} (record {record.path})")
+    return record

@@ -1,0 +1,224 @@
+"""Copies of a verified AMI in other regions, and sharing it with accounts and
+organisations, never with everyone.
+
+`copy_image` carries neither tags nor bakery's guarantees, so both are re-applied to
+each copy and its snapshots. Copies are always encrypted; a copy is found again by its
+`bakery:copied-from` tag, which makes copying idempotent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from bakery.aws import tags
+from bakery.aws.clients import aws_errors, ec2_client
+from bakery.aws.images import (
+    describe_image,
+    role_image,
+    snapshot_ids,
+    status,
+    tag_image,
+    wait_available,
+)
+from bakery.aws.progress import say
+from bakery.config import BakeryConfig
+from bakery.errors import BadInput, OperationFailed
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.type_defs import (
+        CopyImageRequestTypeDef,
+        ImageTypeDef,
+        LaunchPermissionTypeDef,
+    )
+
+_ACCOUNT = re.compile(r"^[0-9]{12}$")
+_ORG_ARN = re.compile(r"^arn:aws[a-z-]*:organizations::[0-9]{12}:(organization|ou)/")
+
+
+def check_share_targets(
+    cfg: BakeryConfig, accounts: Sequence[str], org_arns: Sequence[str]
+) -> None:
+    """Refuse public sharing and anything that is not an account id or organisation ARN."""
+    for target in [*accounts, *org_arns]:
+        if target.strip().lower() in ("all", "*", "public"):
+            raise BadInput(
+                f"refusing to share {cfg.role} images with {target!r}: bakery never makes an "
+                "image public; list account ids (aws.share_accounts) or organisation ARNs "
+                "(aws.share_org_arns)"
+            )
+    bad = [a for a in accounts if not _ACCOUNT.match(a)] + [
+        arn for arn in org_arns if not _ORG_ARN.match(arn)
+    ]
+    if bad:
+        raise BadInput(f"cannot share with {bad}: expected 12-digit account ids or org/OU ARNs")
+    if (accounts or org_arns) and cfg.aws.encrypt and not cfg.aws.kms_key_id:
+        raise BadInput(
+            "images encrypted with the AWS-managed EBS key cannot be shared with other "
+            "accounts: set aws.kms_key_id to a customer-managed key whose policy lets them "
+            "use it"
+        )
+
+
+def kms_key_for(cfg: BakeryConfig, region: str) -> str | None:
+    """The KMS key to encrypt a copy with in `region` (a key ARN is regional)."""
+    key = cfg.aws.kms_key_id
+    if not key or not key.startswith("arn:"):
+        return key  # an alias or id, resolved in the destination region
+    parts = key.split(":")
+    if parts[3] == region:
+        return key
+    if ":key/mrk-" in key:  # a multi-region key: its replica has the same id
+        parts[3] = region
+        return ":".join(parts)
+    raise BadInput(
+        f"aws.kms_key_id {key} is a key in {parts[3]}, unusable for the copy in {region}: "
+        "use an alias that exists in every region, or a multi-region key (mrk-)"
+    )
+
+
+def _existing_copy(ec2: EC2Client, ami_id: str) -> ImageTypeDef | None:
+    with aws_errors(f"looking for an earlier copy of {ami_id}"):
+        found = ec2.describe_images(
+            Owners=["self"], Filters=[{"Name": f"tag:{tags.COPIED_FROM}", "Values": [ami_id]}]
+        )["Images"]
+    usable = [image for image in found if image.get("State") in ("available", "pending")]
+    return usable[0] if usable else None
+
+
+def _start_copy(ec2: EC2Client, cfg: BakeryConfig, image: ImageTypeDef, region: str) -> str:
+    request: CopyImageRequestTypeDef = {
+        "SourceImageId": image["ImageId"],
+        "SourceRegion": cfg.aws.region,
+        "Name": image.get("Name", image["ImageId"]),
+        "Description": f"bakery {cfg.role} image, copy of {image['ImageId']} in {cfg.aws.region}",
+        "Encrypted": True,
+    }
+    key = kms_key_for(cfg, region)
+    if key:
+        request["KmsKeyId"] = key
+    with aws_errors(f"copying {image['ImageId']} to {region}"):
+        copy_id = ec2.copy_image(**request)["ImageId"]
+    # Tag the copy at once so a crash before it is available still finds it again.
+    with aws_errors(f"tagging copy {copy_id}"):
+        ec2.create_tags(
+            Resources=[copy_id],
+            Tags=tags.as_list({tags.COPIED_FROM: image["ImageId"], tags.ROLE: cfg.role}),
+        )
+    return copy_id
+
+
+def _finish_copy(ec2: EC2Client, cfg: BakeryConfig, source: ImageTypeDef, copy_id: str) -> None:
+    """Re-apply the source's tags and bakery's guarantees to an available copy."""
+    with aws_errors(f"reading copy {copy_id}"):
+        copy = describe_image(ec2, copy_id)
+    if copy is None:
+        raise OperationFailed(f"copy {copy_id} disappeared while it was being made")
+    values = {
+        **tags.as_dict(source.get("Tags")),
+        tags.COPIED_FROM: source["ImageId"],
+        tags.COPIED_FROM_REGION: cfg.aws.region,
+    }
+    tag_image(ec2, copy, values)
+    with aws_errors(f"applying bakery's guarantees to copy {copy_id}"):
+        if cfg.aws.imdsv2_required and copy.get("ImdsSupport") != "v2.0":
+            ec2.modify_image_attribute(ImageId=copy_id, ImdsSupport={"Value": "v2.0"})
+        deprecation = source.get("DeprecationTime")
+        if deprecation and not copy.get("DeprecationTime"):
+            ec2.enable_image_deprecation(
+                ImageId=copy_id, DeprecateAt=tags.parse_timestamp(deprecation) or deprecation
+            )
+
+
+def copy_to_regions(cfg: BakeryConfig, ami_id: str) -> dict[str, str]:
+    """Copy a verified AMI to every `aws.copy_regions`; {region: copy id}, idempotent."""
+    home = ec2_client(cfg.aws.region)
+    source = role_image(home, ami_id, cfg.role, cfg.aws.region)
+    if status(source) != tags.VERIFIED:
+        raise BadInput(f"{ami_id} is {status(source) or 'untagged'}: only verified AMIs are copied")
+    copies: dict[str, str] = {}
+    started: list[tuple[EC2Client, str, str]] = []
+    for region in cfg.aws.copy_regions:
+        if region == cfg.aws.region:
+            continue
+        ec2 = ec2_client(region)
+        existing = _existing_copy(ec2, ami_id)
+        copy_id = existing["ImageId"] if existing else _start_copy(ec2, cfg, source, region)
+        say(f"{'found' if existing else 'copying to'} {region}: {copy_id}")
+        copies[region] = copy_id
+        started.append((ec2, region, copy_id))
+    for ec2, region, copy_id in started:  # copies run in parallel on AWS's side
+        wait_available(ec2, [copy_id], region)
+        _finish_copy(ec2, cfg, source, copy_id)
+    return copies
+
+
+def _launch_permissions(
+    accounts: Sequence[str], org_arns: Sequence[str]
+) -> list[LaunchPermissionTypeDef]:
+    permissions: list[LaunchPermissionTypeDef] = [{"UserId": account} for account in accounts]
+    for arn in org_arns:
+        if ":organization/" in arn:
+            permissions.append({"OrganizationArn": arn})
+        else:
+            permissions.append({"OrganizationalUnitArn": arn})
+    return permissions
+
+
+def _refuse_if_public(ec2: EC2Client, ami_id: str) -> None:
+    with aws_errors(f"reading the launch permissions of {ami_id}"):
+        granted = ec2.describe_image_attribute(ImageId=ami_id, Attribute="launchPermission")
+    if any(item.get("Group") == "all" for item in granted.get("LaunchPermissions", [])):
+        raise OperationFailed(
+            f"{ami_id} is public, which bakery never does: remove the 'all' launch permission "
+            "(aws ec2 modify-image-attribute --launch-permission 'Remove=[{Group=all}]') and "
+            "find out who added it"
+        )
+
+
+def share_image(
+    cfg: BakeryConfig,
+    ami_id: str,
+    copies: dict[str, str] | None = None,
+    *,
+    accounts: Sequence[str] | None = None,
+    org_arns: Sequence[str] | None = None,
+) -> list[str]:
+    """Grant launch permission (and createVolumePermission on the snapshots) to the
+    configured accounts and organisations, for the image and its copies; returns the
+    image ids shared. Public sharing is refused."""
+    accounts = list(cfg.aws.share_accounts if accounts is None else accounts)
+    org_arns = list(cfg.aws.share_org_arns if org_arns is None else org_arns)
+    check_share_targets(cfg, accounts, org_arns)
+    if not accounts and not org_arns:
+        return []
+    shared: list[str] = []
+    for region, image_id in {cfg.aws.region: ami_id, **(copies or {})}.items():
+        ec2 = ec2_client(region)
+        image = role_image(ec2, image_id, cfg.role, region)
+        if status(image) != tags.VERIFIED:
+            raise BadInput(
+                f"{image_id} is {status(image) or 'untagged'}: only verified AMIs are shared"
+            )
+        _refuse_if_public(ec2, image_id)
+        with aws_errors(f"sharing {image_id} in {region}"):
+            ec2.modify_image_attribute(
+                ImageId=image_id,
+                LaunchPermission={"Add": _launch_permissions(accounts, org_arns)},
+            )
+            # Organisations cannot be given createVolumePermission; launching needs none.
+            if accounts:
+                for snapshot in snapshot_ids(image):
+                    ec2.modify_snapshot_attribute(
+                        SnapshotId=snapshot,
+                        Attribute="createVolumePermission",
+                        OperationType="add",
+                        UserIds=accounts,
+                    )
+        shared.append(image_id)
+    if cfg.aws.kms_key_id:
+        key = cfg.aws.kms_key_id
+        say(f"shared {', '.join(shared)}: the key policy of {key} must let them use it")
+    return shared

@@ -1,0 +1,186 @@
+"""AMIs as bakery sees them: the source image look-up, bakery's own images by role,
+their snapshots and tags, and the listing of what exists where."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import botocore.exceptions
+
+from bakery.aws import tags
+from bakery.aws.clients import aws_errors, ec2_client, error_code
+from bakery.aws.progress import AMI_WAIT, waiting
+from bakery.config import BakeryConfig
+from bakery.errors import BadInput
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.type_defs import FilterTypeDef, ImageTypeDef
+
+
+def source_image_filter(cfg: BakeryConfig) -> list[FilterTypeDef]:
+    """The EC2 filters that select candidate source images (the same as Packer's)."""
+    wanted = cfg.source_image
+    return [
+        {"Name": "name", "Values": [wanted.name_pattern]},
+        {"Name": "architecture", "Values": [wanted.architecture]},
+        {"Name": "state", "Values": ["available"]},
+        {"Name": "virtualization-type", "Values": ["hvm"]},
+        {"Name": "root-device-type", "Values": ["ebs"]},
+    ]
+
+
+def find_source_image(ec2: EC2Client, cfg: BakeryConfig) -> ImageTypeDef:
+    """The newest available image matching `aws.source_images.<os>`, by CreationDate."""
+    wanted = cfg.source_image
+    with aws_errors(f"looking up the source AMI for {cfg.role}"):
+        found = ec2.describe_images(Owners=list(wanted.owners), Filters=source_image_filter(cfg))
+    images = found.get("Images", [])
+    if not images:
+        raise BadInput(
+            f"no source AMI in {cfg.aws.region} matches aws.source_images.{cfg.os}: "
+            f"owners={list(wanted.owners)}, name={wanted.name_pattern!r}, "
+            f"architecture={wanted.architecture}, state=available, hvm, ebs root; "
+            "check name_pattern and owners (and that the region is right)"
+        )
+    return max(images, key=lambda image: image.get("CreationDate", ""))
+
+
+def role_images(ec2: EC2Client, role: str | None = None) -> list[ImageTypeDef]:
+    """bakery's images in this account and region, of one role or of all roles."""
+    wanted: FilterTypeDef = (
+        {"Name": f"tag:{tags.ROLE}", "Values": [role]}
+        if role
+        else {"Name": "tag-key", "Values": [tags.ROLE]}
+    )
+    with aws_errors("listing bakery's images"):
+        pages = ec2.get_paginator("describe_images").paginate(Owners=["self"], Filters=[wanted])
+        return [image for page in pages for image in page.get("Images", [])]
+
+
+def describe_image(ec2: EC2Client, ami_id: str) -> ImageTypeDef | None:
+    """One image by id, or None when it does not exist (or is not visible)."""
+    try:
+        found = ec2.describe_images(ImageIds=[ami_id])
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc).startswith("InvalidAMIID"):
+            return None
+        raise
+    images = found.get("Images", [])
+    return images[0] if images else None
+
+
+def role_image(ec2: EC2Client, ami_id: str, role: str, region: str) -> ImageTypeDef:
+    """The image `ami_id`, which must exist and be bakery's image of `role`."""
+    with aws_errors(f"looking up {ami_id}"):
+        image = describe_image(ec2, ami_id)
+    if image is None:
+        raise BadInput(f"{ami_id} does not exist in {region} (or this account cannot see it)")
+    owner = tags.as_dict(image.get("Tags")).get(tags.ROLE)
+    if owner != role:
+        what = f"the {owner} role's image" if owner else "not an image bakery built"
+        raise BadInput(f"{ami_id} is {what}, not the {role} role's")
+    return image
+
+
+def status(image: ImageTypeDef) -> str:
+    """bakery's status of the image: built, verified, rejected, or '' when untagged."""
+    return tags.as_dict(image.get("Tags")).get(tags.STATUS, "")
+
+
+def newest_first(images: Iterable[ImageTypeDef]) -> list[ImageTypeDef]:
+    return sorted(images, key=lambda image: image.get("CreationDate", ""), reverse=True)
+
+
+def snapshot_ids(image: ImageTypeDef) -> list[str]:
+    """The EBS snapshots behind an image, from its block device mappings."""
+    return [
+        mapping["Ebs"]["SnapshotId"]
+        for mapping in image.get("BlockDeviceMappings", [])
+        if "Ebs" in mapping and "SnapshotId" in mapping["Ebs"]
+    ]
+
+
+def size_gb(image: ImageTypeDef) -> int:
+    """The image's total EBS size in GiB."""
+    return sum(
+        int(mapping["Ebs"].get("VolumeSize", 0))
+        for mapping in image.get("BlockDeviceMappings", [])
+        if "Ebs" in mapping
+    )
+
+
+def tag_image(ec2: EC2Client, image: ImageTypeDef, values: dict[str, str]) -> None:
+    """Put tags on the image and on every snapshot behind it."""
+    resources = [image["ImageId"], *snapshot_ids(image)]
+    with aws_errors(f"tagging {image['ImageId']}"):
+        ec2.create_tags(Resources=resources, Tags=tags.as_list(values))
+
+
+def delete_image(ec2: EC2Client, image: ImageTypeDef) -> None:
+    """Deregister the image, then delete its snapshots (deregistering keeps them)."""
+    with aws_errors(f"deleting {image['ImageId']}"):
+        ec2.deregister_image(ImageId=image["ImageId"])
+        for snapshot in snapshot_ids(image):
+            ec2.delete_snapshot(SnapshotId=snapshot)
+
+
+def wait_available(ec2: EC2Client, ami_ids: Sequence[str], region: str) -> None:
+    """Wait until the images are available, showing what is awaited."""
+    if not ami_ids:
+        return
+    with (
+        waiting(f"{', '.join(ami_ids)} to become available in {region}"),
+        aws_errors(f"waiting for {', '.join(ami_ids)}"),
+    ):
+        ec2.get_waiter("image_available").wait(ImageIds=list(ami_ids), WaiterConfig=AMI_WAIT)
+
+
+def regions_of(configs: Iterable[BakeryConfig]) -> list[str]:
+    """Every region the configs build in or copy to, home regions first, no repeats."""
+    seen: dict[str, None] = {}
+    for cfg in configs:
+        seen.setdefault(cfg.aws.region)
+    for cfg in configs:
+        for region in cfg.aws.copy_regions:
+            seen.setdefault(region)
+    return list(seen)
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    """One line of `invoke images`."""
+
+    role: str
+    region: str
+    ami_id: str
+    name: str
+    created: str
+    status: str
+    promoted: tuple[str, ...]
+    size_gb: int
+
+
+def list_images(configs: Sequence[BakeryConfig]) -> list[ImageRow]:
+    """bakery's images of the configs' roles in their regions, newest first per role."""
+    rows: list[ImageRow] = []
+    for cfg in configs:
+        for region in [cfg.aws.region, *cfg.aws.copy_regions]:
+            ec2 = ec2_client(region)
+            for image in newest_first(role_images(ec2, cfg.role)):
+                values = tags.as_dict(image.get("Tags"))
+                rows.append(
+                    ImageRow(
+                        role=cfg.role,
+                        region=region,
+                        ami_id=image["ImageId"],
+                        name=image.get("Name", ""),
+                        created=image.get("CreationDate", ""),
+                        status=values.get(tags.STATUS, ""),
+                        promoted=tuple(tags.promoted_environments(values)),
+                        size_gb=size_gb(image),
+                    )
+                )
+    return rows

@@ -1,0 +1,186 @@
+"""The AWS-only invoke tasks; tasks.py imports them. Each is a thin edge: options in,
+a bakery.aws call, a table or a line out, and exit codes from `exits_cleanly`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from invoke.context import Context
+from invoke.tasks import task
+from rich.table import Table
+
+from bakery.aws.appsignals import enable_application_signals as start_discovery
+from bakery.aws.iam import DEFAULT_SECRET_PATH, iam_documents, write_iam_documents
+from bakery.aws.images import list_images
+from bakery.aws.janitor import janitor as find_expired
+from bakery.aws.prune import prune as decide_prune
+from bakery.aws.release import release as promote
+from bakery.cli import COMMON_HELP, console, exits_cleanly, load_configs
+from bakery.config import REPO_ROOT, BakeryConfig
+from bakery.errors import BadInput
+
+ROLE_HELP = {key: COMMON_HELP[key] for key in ("role", "config", "set")}
+ITERABLE = ["role", "set"]
+
+
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(cell) for cell in row))
+    return table
+
+
+@task(
+    iterable=ITERABLE,
+    help={
+        **ROLE_HELP,
+        "environment": "environment to point at the AMI, e.g. production, staging, dev",
+        "ami_id": "the verified AMI to promote (default: the role's newest verified AMI)",
+        "rollback": "point the environment back at its previous verified AMI instead",
+    },
+)
+@exits_cleanly
+def release(
+    c: Context,
+    environment: str,
+    role: list[str] | None = None,
+    ami_id: str | None = None,
+    rollback: bool = False,
+    config: str | None = None,
+    set: list[str] | None = None,
+) -> None:
+    """Promote a verified AMI to an environment (SSM parameter, tags, copies, sharing)."""
+    configs = load_configs(role, "aws", config, set)
+    if ami_id and len(configs) != 1:
+        raise BadInput("--ami-id names one image: give exactly one --role with it")
+    for cfg in configs:
+        promote(cfg, environment, ami_id=ami_id, rollback=rollback)
+
+
+@task(
+    iterable=ITERABLE,
+    help={
+        **ROLE_HELP,
+        "keep": "verified AMIs to keep per role and region (default: aws.retention)",
+        "apply": "really deregister and delete; without it, only show what would go",
+    },
+)
+@exits_cleanly
+def prune(
+    c: Context,
+    role: list[str] | None = None,
+    keep: str | None = None,
+    apply: bool = False,
+    config: str | None = None,
+    set: list[str] | None = None,
+) -> None:
+    """Show (or --apply) which old AMIs go; promoted and in-use AMIs always stay."""
+    configs = load_configs(role, "aws", config, set)
+    if keep is not None and not str(keep).lstrip("-").isdigit():
+        raise BadInput(f"--keep {keep}: give a whole number of images, e.g. --keep 3")
+    rows = decide_prune(configs, keep=None if keep is None else int(keep), apply=apply)
+    verb = "deleted" if apply else "would delete"
+    console.print(
+        _table(
+            f"prune ({'applied' if apply else 'dry run: nothing changed'})",
+            ["ami", "role", "region", "created", "status", "decision", "reason"],
+            [
+                (
+                    r.ami_id,
+                    r.role,
+                    r.region,
+                    r.created,
+                    r.status,
+                    verb if r.decision == "delete" else "keep",
+                    r.reason,
+                )
+                for r in rows
+            ],
+        )
+    )
+
+
+@task(
+    iterable=ITERABLE,
+    help={**ROLE_HELP, "apply": "really remove expired test resources; without it, only list"},
+)
+@exits_cleanly
+def janitor(
+    c: Context,
+    role: list[str] | None = None,
+    apply: bool = False,
+    config: str | None = None,
+    set: list[str] | None = None,
+) -> None:
+    """List (or --apply: remove) expired test instances, key pairs and security groups."""
+    rows = find_expired(load_configs(role, "aws", config, set), apply=apply)
+    console.print(
+        _table(
+            f"test resources ({'applied' if apply else 'dry run: nothing changed'})",
+            ["kind", "id", "region", "expires at", "expired", "removed"],
+            [(r.kind, r.resource_id, r.region, r.expires_at, r.expired, r.removed) for r in rows],
+        )
+    )
+
+
+def show_images(configs: Sequence[BakeryConfig]) -> None:
+    """Print bakery's AMIs per role and region: id, created, status, promoted where, size."""
+    rows = list_images(configs)
+    console.print(
+        _table(
+            "bakery images",
+            ["role", "region", "ami", "created", "status", "promoted", "size (GiB)"],
+            [
+                (
+                    r.role,
+                    r.region,
+                    r.ami_id,
+                    r.created,
+                    r.status,
+                    ", ".join(r.promoted) or "-",
+                    r.size_gb,
+                )
+                for r in rows
+            ],
+        )
+    )
+
+
+@task(name="enable-application-signals", iterable=ITERABLE, help=ROLE_HELP)
+@exits_cleanly
+def enable_application_signals(
+    c: Context,
+    role: list[str] | None = None,
+    config: str | None = None,
+    set: list[str] | None = None,
+) -> None:
+    """Turn on Application Signals (StartDiscovery) once per account and region."""
+    start_discovery(load_configs(role, "aws", config, set))
+
+
+@task(
+    iterable=ITERABLE,
+    help={
+        **ROLE_HELP,
+        "output": "folder for the policy JSON files (default: iam/)",
+        "secret_path": f"SSM path of launch-time secrets (default: {DEFAULT_SECRET_PATH})",
+    },
+)
+@exits_cleanly
+def iam(
+    c: Context,
+    role: list[str] | None = None,
+    output: str | None = None,
+    secret_path: str = DEFAULT_SECRET_PATH,
+    config: str | None = None,
+    set: list[str] | None = None,
+) -> None:
+    """Write the instance-role and pipeline IAM policies bakery needs as JSON."""
+    documents = iam_documents(load_configs(role, "aws", config, set), secret_path)
+    for path in write_iam_documents(documents, REPO_ROOT / (output or "iam")):
+        console.print(
+            f"wrote {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}"
+        )

@@ -1,0 +1,473 @@
+"""Verifying an AMI on a real instance: launch one test instance, run the testinfra
+suites against it, tag the AMI verified or rejected, and always clean up.
+
+The checks themselves live in tests/infra and reach this module only through a
+*runner* callable, so the flow is tested without SSH. When no key pair or security
+group is configured, a temporary key pair (the private key never leaves this machine)
+and a temporary security group (SSH from the runner's /32 only) are created for the
+run. The instance, the key pair and the group are removed on success, on failure and
+on Ctrl-C; each also carries `bakery:expires-at`, so `invoke janitor` removes what a
+killed process could not.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import botocore.exceptions
+
+from bakery.aws import tags
+from bakery.aws.clients import aws_errors, ec2_client, error_code
+from bakery.aws.images import newest_first, role_image, role_images, status, tag_image
+from bakery.aws.progress import INSTANCE_WAIT, say, waiting
+from bakery.aws.records import RECORDS_DIR, REPORTS_DIR, record_path, update_record
+from bakery.config import REPO_ROOT, BakeryConfig
+from bakery.errors import BadInput, BakeryError, MissingTool, OperationFailed
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.literals import ResourceTypeType
+    from mypy_boto3_ec2.type_defs import (
+        ImageTypeDef,
+        IpPermissionTypeDef,
+        RunInstancesRequestTypeDef,
+        TagSpecificationTypeDef,
+    )
+
+# Long enough for a slow boot and the whole suite; after this the janitor may remove it.
+TEST_RESOURCE_LIFETIME = timedelta(hours=3)
+# A deleted instance holds its security group for a while after it is terminated.
+GROUP_DELETE_ATTEMPTS = 12
+GROUP_DELETE_DELAY_S = 10.0
+CHECKIP_URL = "https://checkip.amazonaws.com"
+
+
+@dataclass(frozen=True)
+class InstanceUnderTest:
+    """What a runner needs to reach the test instance and where to leave its report."""
+
+    role: str
+    ami_id: str
+    instance_id: str
+    host: str
+    user: str
+    key_file: Path
+    junit_path: Path
+    cfg: BakeryConfig
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """What a runner found: did every check pass, and which failed."""
+
+    passed: bool
+    failed_checks: tuple[str, ...] = ()
+    junit_path: Path | None = None
+
+
+Runner = Callable[[InstanceUnderTest], CheckOutcome]
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    """The verdict on one AMI, as tagged on it and written to its build record."""
+
+    role: str
+    ami_id: str
+    region: str
+    status: str
+    failed_checks: tuple[str, ...]
+    summary: str
+    junit_path: Path | None
+    instance_id: str
+
+    @property
+    def verified(self) -> bool:
+        return self.status == tags.VERIFIED
+
+
+def failed_checks_from_junit(path: Path) -> tuple[str, ...]:
+    """`module.test_name` of each failed or erroring test case in a JUnit XML report."""
+    if not path.exists():
+        return ()
+    failed: list[str] = []
+    for case in ElementTree.parse(path).getroot().iter("testcase"):
+        if case.find("failure") is not None or case.find("error") is not None:
+            module = case.get("classname", "").rsplit(".", 1)[-1]
+            name = case.get("name", "?").split("[", 1)[0]
+            failed.append(f"{module}.{name}" if module else name)
+    return tuple(dict.fromkeys(failed))
+
+
+def run_testinfra(target: InstanceUnderTest) -> CheckOutcome:
+    """The default runner: `pytest tests/infra --hosts=ssh://user@host` with a JUnit report."""
+    known_hosts = target.key_file.parent / "known_hosts"
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "tests/infra",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--hosts=ssh://{target.user}@{target.host}",
+        f"--ssh-identity-file={target.key_file}",
+        f"--ssh-extra-args=-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={known_hosts}",
+        f"--junitxml={target.junit_path}",
+    ]
+    env = {"BAKERY_ROLE": target.role, "BAKERY_TARGET": "aws", "BAKERY_AMI_ID": target.ami_id}
+    result = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, **env}, check=False)
+    failed = failed_checks_from_junit(target.junit_path)
+    if result.returncode != 0 and not failed:
+        failed = (f"pytest exited {result.returncode} before any check failed",)
+    return CheckOutcome(result.returncode == 0, failed, target.junit_path)
+
+
+def summarise(failed: tuple[str, ...]) -> str:
+    """A tag-sized (<= 256 characters) summary of the failed checks."""
+    if not failed:
+        return ""
+    return tags.fit(f"{len(failed)} failed: " + ", ".join(failed))
+
+
+def ingress_cidr_for(address: str | None) -> str:
+    """The /32 (or /128) SSH may come from: the given address or this machine's public one."""
+    if address is None:
+        try:
+            with urllib.request.urlopen(CHECKIP_URL, timeout=10) as response:
+                address = response.read().decode().strip()
+        except OSError as exc:
+            raise BadInput(
+                f"cannot find this machine's public address ({exc}): pass the runner's "
+                "address (ingress_cidr), or configure aws.security_group_id"
+            ) from exc
+    try:
+        network = ipaddress.ip_network(address, strict=True)
+    except ValueError as exc:
+        raise BadInput(f"ingress address {address!r} is not an IP address: {exc}") from exc
+    if network.num_addresses != 1:
+        raise BadInput(f"ingress {address} is a range: SSH is only opened to one address (/32)")
+    return str(network)
+
+
+def _tag_spec(kind: ResourceTypeType, values: dict[str, str]) -> TagSpecificationTypeDef:
+    return {"ResourceType": kind, "Tags": tags.as_list(values)}
+
+
+class _Cleanup:
+    """Undo steps run last-in first-out; a failing step is reported, not fatal."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, Callable[[], None]]] = []
+        self.failures: list[str] = []
+
+    def add(self, what: str, step: Callable[[], None]) -> None:
+        self.steps.append((what, step))
+
+    def run(self) -> None:
+        while self.steps:
+            what, step = self.steps.pop()
+            try:
+                step()
+            except (
+                BakeryError,
+                botocore.exceptions.BotoCoreError,
+                botocore.exceptions.ClientError,
+                OSError,
+            ) as exc:
+                self.failures.append(f"{what}: {exc}")
+
+
+@contextmanager
+def _cleaning_up(region: str) -> Iterator[_Cleanup]:
+    """Run the undo steps however the block ends, Ctrl-C included."""
+    cleanup = _Cleanup()
+    try:
+        yield cleanup
+    except BaseException:
+        cleanup.run()
+        _report_leftovers(region, cleanup.failures)
+        raise
+    cleanup.run()
+    if cleanup.failures:
+        raise OperationFailed(_report_leftovers(region, cleanup.failures))
+
+
+def _report_leftovers(region: str, failures: list[str]) -> str:
+    message = (
+        f"could not remove test resources in {region}: {'; '.join(failures)}; "
+        "`invoke janitor --apply` removes them once expired"
+    )
+    if failures:
+        say(f"[red]{message}[/]")
+    return message
+
+
+def _create_key_pair(ec2: EC2Client, cleanup: _Cleanup, name: str, values: dict[str, str]) -> Path:
+    """A fresh ed25519 key: the public half is imported, the private half stays here."""
+    if shutil.which("ssh-keygen") is None:
+        raise MissingTool("ssh-keygen", "install openssh-client")
+    folder = Path(tempfile.mkdtemp(prefix="bakery-verify-"))
+    cleanup.add(f"removing {folder}", lambda: shutil.rmtree(folder, ignore_errors=True))
+    key = folder / "id_ed25519"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)],
+        check=True,
+        capture_output=True,
+    )
+    with aws_errors(f"importing key pair {name}"):
+        ec2.import_key_pair(
+            KeyName=name,
+            PublicKeyMaterial=key.with_suffix(".pub").read_bytes(),
+            TagSpecifications=[_tag_spec("key-pair", values)],
+        )
+    cleanup.add(f"deleting key pair {name}", lambda: _delete_key_pair(ec2, name))
+    return key
+
+
+def _delete_key_pair(ec2: EC2Client, name: str) -> None:
+    ec2.delete_key_pair(KeyName=name)
+
+
+def _vpc_id(ec2: EC2Client, cfg: BakeryConfig) -> str:
+    with aws_errors("finding the VPC for the test instance"):
+        if cfg.aws.subnet_id:
+            subnets = ec2.describe_subnets(SubnetIds=[cfg.aws.subnet_id])["Subnets"]
+            return subnets[0]["VpcId"]
+        vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
+    if not vpcs:
+        raise BadInput(
+            f"{cfg.aws.region} has no default VPC: set aws.subnet_id (and optionally "
+            "aws.security_group_id) for the test instance"
+        )
+    return vpcs[0]["VpcId"]
+
+
+def delete_security_group(
+    ec2: EC2Client, group_id: str, sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """Delete a group, waiting out the DependencyViolation of a just-terminated instance."""
+    for attempt in range(GROUP_DELETE_ATTEMPTS):
+        try:
+            ec2.delete_security_group(GroupId=group_id)
+            return
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) != "DependencyViolation" or attempt == GROUP_DELETE_ATTEMPTS - 1:
+                raise
+            sleep(GROUP_DELETE_DELAY_S)
+
+
+def _create_security_group(
+    ec2: EC2Client,
+    cleanup: _Cleanup,
+    cfg: BakeryConfig,
+    name: str,
+    cidr: str,
+    values: dict[str, str],
+    sleep: Callable[[float], None],
+) -> str:
+    vpc_id = _vpc_id(ec2, cfg)
+    with aws_errors(f"creating security group {name}"):
+        group_id = ec2.create_security_group(
+            GroupName=name,
+            Description=f"bakery: SSH to the {cfg.role} test instance from the runner only",
+            VpcId=vpc_id,
+            TagSpecifications=[_tag_spec("security-group", values)],
+        )["GroupId"]
+        cleanup.add(
+            f"deleting security group {group_id}",
+            lambda: delete_security_group(ec2, group_id, sleep),
+        )
+        rule: IpPermissionTypeDef = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22}
+        if ":" in cidr:
+            rule["Ipv6Ranges"] = [{"CidrIpv6": cidr}]
+        else:
+            rule["IpRanges"] = [{"CidrIp": cidr}]
+        ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[rule])
+    return group_id
+
+
+def _terminate(ec2: EC2Client, instance_id: str) -> None:
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    with waiting(f"test instance {instance_id} to terminate"):
+        ec2.get_waiter("instance_terminated").wait(
+            InstanceIds=[instance_id], WaiterConfig=INSTANCE_WAIT
+        )
+
+
+def _launch(
+    ec2: EC2Client,
+    cleanup: _Cleanup,
+    cfg: BakeryConfig,
+    ami_id: str,
+    key_name: str,
+    group_id: str,
+    values: dict[str, str],
+) -> str:
+    request: RunInstancesRequestTypeDef = {
+        "ImageId": ami_id,
+        "InstanceType": cfg.aws.instance_type,  # type: ignore[typeddict-item]
+        "MinCount": 1,
+        "MaxCount": 1,
+        "KeyName": key_name,
+        "SecurityGroupIds": [group_id],
+        # The image must work with IMDSv2 only, as in production.
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
+        "InstanceInitiatedShutdownBehavior": "terminate",
+        "TagSpecifications": [_tag_spec("instance", values), _tag_spec("volume", values)],
+    }
+    if cfg.aws.subnet_id:
+        request["SubnetId"] = cfg.aws.subnet_id
+    if cfg.aws.instance_profile:
+        request["IamInstanceProfile"] = {"Name": cfg.aws.instance_profile}
+    with aws_errors(f"launching a test instance from {ami_id}"):
+        instance = ec2.run_instances(**request)["Instances"][0]
+    instance_id = instance["InstanceId"]
+    cleanup.add(f"terminating {instance_id}", lambda: _terminate(ec2, instance_id))
+    return instance_id
+
+
+def _wait_until_reachable(ec2: EC2Client, instance_id: str) -> str:
+    """Wait for running and passed status checks; the address SSH should use."""
+    with (
+        waiting(f"test instance {instance_id} to boot and pass status checks"),
+        aws_errors(f"waiting for {instance_id}"),
+    ):
+        ec2.get_waiter("instance_running").wait(
+            InstanceIds=[instance_id], WaiterConfig=INSTANCE_WAIT
+        )
+        ec2.get_waiter("instance_status_ok").wait(
+            InstanceIds=[instance_id], WaiterConfig=INSTANCE_WAIT
+        )
+        found = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]
+    instance = found["Instances"][0]
+    address = instance.get("PublicIpAddress") or instance.get("PrivateIpAddress")
+    if not address:
+        raise OperationFailed(f"test instance {instance_id} has no IP address")
+    return address
+
+
+def _image_to_verify(ec2: EC2Client, cfg: BakeryConfig, ami_id: str | None) -> ImageTypeDef:
+    if ami_id is not None:
+        return role_image(ec2, ami_id, cfg.role, cfg.aws.region)
+    built = [image for image in role_images(ec2, cfg.role) if status(image) == tags.BUILT]
+    if not built:
+        raise BadInput(
+            f"no built (unverified) {cfg.role} AMI in {cfg.aws.region}: "
+            f"run `invoke build --target aws --role {cfg.role}` or name an AMI id"
+        )
+    return newest_first(built)[0]
+
+
+def verify_image(
+    cfg: BakeryConfig,
+    ami_id: str | None = None,
+    *,
+    runner: Runner = run_testinfra,
+    ingress_cidr: str | None = None,
+    reports_dir: Path = REPORTS_DIR,
+    records_dir: Path = RECORDS_DIR,
+    clock: Callable[[], datetime] = tags.utc_now,
+    sleep: Callable[[float], None] = time.sleep,
+) -> VerificationResult:
+    """Verify one AMI (default: the role's newest built one) on a test instance."""
+    region = cfg.aws.region
+    ec2 = ec2_client(region)
+    image = _image_to_verify(ec2, cfg, ami_id)
+    ami_id = image["ImageId"]
+    cidr = None if cfg.aws.security_group_id else ingress_cidr_for(ingress_cidr)
+    name = f"bakery-verify-{cfg.role}-{uuid.uuid4().hex[:8]}"
+    values = {
+        **cfg.aws.tags,
+        "Name": name,
+        tags.ROLE: cfg.role,
+        tags.PURPOSE: tags.TEST_INSTANCE,
+        tags.EXPIRES_AT: tags.timestamp(clock() + TEST_RESOURCE_LIFETIME),
+    }
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    junit_path = reports_dir / f"{cfg.role}-{ami_id}.xml"
+    say(f"verifying {cfg.role} {ami_id} in {region}")
+    with _cleaning_up(region) as cleanup:
+        key_file = _create_key_pair(ec2, cleanup, name, values)
+        group_id = cfg.aws.security_group_id or _create_security_group(
+            ec2, cleanup, cfg, name, str(cidr), values, sleep
+        )
+        instance_id = _launch(ec2, cleanup, cfg, ami_id, name, group_id, values)
+        host = _wait_until_reachable(ec2, instance_id)
+        target = InstanceUnderTest(
+            role=cfg.role,
+            ami_id=ami_id,
+            instance_id=instance_id,
+            host=host,
+            user=cfg.source_image.ssh_username,
+            key_file=key_file,
+            junit_path=junit_path,
+            cfg=cfg,
+        )
+        outcome = runner(target)
+        # Recorded before clean-up, so a group that will not delete cannot lose the verdict.
+        return _record_verdict(ec2, cfg, image, outcome, instance_id, records_dir, clock())
+
+
+def _record_verdict(
+    ec2: EC2Client,
+    cfg: BakeryConfig,
+    image: ImageTypeDef,
+    outcome: CheckOutcome,
+    instance_id: str,
+    records_dir: Path,
+    now: datetime,
+) -> VerificationResult:
+    verdict = tags.VERIFIED if outcome.passed else tags.REJECTED
+    failed = () if outcome.passed else (outcome.failed_checks or ("unnamed check",))
+    summary = summarise(failed)
+    values = {tags.STATUS: verdict, tags.VERIFIED_AT: tags.timestamp(now)}
+    if summary:
+        values[tags.FAILED_CHECKS] = summary
+    tag_image(ec2, image, values)
+    if not summary:
+        with aws_errors(f"clearing old failed checks on {image['ImageId']}"):
+            ec2.delete_tags(Resources=[image["ImageId"]], Tags=[{"Key": tags.FAILED_CHECKS}])
+    result = VerificationResult(
+        role=cfg.role,
+        ami_id=image["ImageId"],
+        region=cfg.aws.region,
+        status=verdict,
+        failed_checks=failed,
+        summary=summary,
+        junit_path=outcome.junit_path,
+        instance_id=instance_id,
+    )
+    update_record(
+        record_path(records_dir, cfg.role, image["ImageId"]),
+        {
+            "status": verdict,
+            "verification": {
+                "at": tags.timestamp(now),
+                "instance_id": instance_id,
+                "failed_checks": list(failed),
+                "junit": str(outcome.junit_path) if outcome.junit_path else None,
+            },
+        },
+    )
+    colour = "green" if outcome.passed else "red"
+    say(
+        f"[{colour}]{verdict}[/] {cfg.role} {image['ImageId']}"
+        + (f": {summary}" if summary else "")
+    )
+    return result

@@ -1,0 +1,352 @@
+"""build_on_aws with Packer replaced by a stand-in that does what amazon-ebs does in
+moto (launch, create the image, tag it, append to the manifest).
+
+moto does not implement EnableImageDeprecation and ignores ImdsSupport, so the
+post-build guarantees are checked with botocore's Stubber in their own tests.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from bakery.aws import tags
+from bakery.aws.build import (
+    RunInputs,
+    apply_post_build_guarantees,
+    build_on_aws,
+    inputs_hash,
+    this_run_artifact,
+)
+from bakery.errors import BadInput, OperationFailed
+from bakery.packer import PackerVersion
+from bakery.render import DEPRECATION, IMDSV2_ON_AMI, ORG_SHARING, RenderedRole
+
+from .conftest import DEBIAN_SOURCE, REGION, existing_snapshots, image_tags, make_config
+
+INPUTS = RunInputs("feedfacecafebeef", "abc123def456")
+PACKER = PackerVersion(1, 6, 6)
+
+
+def rendered(
+    tmp_path: Path, role: str = "backend", post_build: tuple[str, ...] = ()
+) -> RenderedRole:
+    directory = tmp_path / "aws" / role
+    (directory / "stage").mkdir(parents=True)
+    (directory / "render.json").write_text(json.dumps({"role": role}) + "\n")
+    return RenderedRole(role, "aws", directory, PACKER, post_build)
+
+
+class FakePacker:
+    """Does in moto what `packer build` with amazon-ebs does, optionally failing."""
+
+    def __init__(self, fail: BaseException | None = None, write_manifest: bool = True) -> None:
+        self.fail = fail
+        self.write_manifest = write_manifest
+        self.calls: list[list[str]] = []
+
+    def __call__(self, args: list[str], cwd: Path, log_path: Path) -> None:
+        self.calls.append(args)
+        log_path.write_text("fake packer\n")
+        ec2 = boto3.client("ec2", region_name=REGION)
+        instance = ec2.run_instances(
+            ImageId=DEBIAN_SOURCE,
+            MinCount=1,
+            MaxCount=1,
+            TagSpecifications=[
+                {
+                    "ResourceType": "instance",
+                    "Tags": [
+                        {"Key": tags.ROLE, "Value": "backend"},
+                        {"Key": tags.PURPOSE, "Value": "build"},
+                    ],
+                }
+            ],
+        )["Instances"][0]
+        ami = ec2.create_image(
+            InstanceId=instance["InstanceId"], Name="bakery-backend-debian12-20300115120000"
+        )["ImageId"]
+        # Packer tags the AMI but (here) not its snapshot: bakery must re-tag both.
+        ec2.create_tags(
+            Resources=[ami],
+            Tags=[
+                {"Key": tags.ROLE, "Value": "backend"},
+                {"Key": tags.INPUTS_HASH, "Value": INPUTS.inputs_hash},
+                {"Key": tags.SOURCE_AMI, "Value": DEBIAN_SOURCE},
+                {"Key": tags.BUILD_TIME, "Value": "20300115120000"},
+            ],
+        )
+        if self.fail is not None:
+            raise self.fail  # the instance stays running: cleanup must take it too
+        ec2.terminate_instances(InstanceIds=[instance["InstanceId"]])
+        if self.write_manifest:
+            manifest = cwd / "packer-manifest.json"
+            data = json.loads(manifest.read_text()) if manifest.exists() else {"builds": []}
+            run = str(uuid.uuid4())
+            data["builds"].append(
+                {
+                    "name": "image",
+                    "builder_type": "amazon-ebs",
+                    "artifact_id": f"{REGION}:{ami}",
+                    "packer_run_uuid": run,
+                    "custom_data": {"role": "backend"},
+                }
+            )
+            data["last_run_uuid"] = run
+            manifest.write_text(json.dumps(data))
+
+
+def earlier_run(directory: Path) -> None:
+    """A manifest from an earlier run, whose AMI must not be mistaken for this one."""
+    (directory / "packer-manifest.json").write_text(
+        json.dumps(
+            {
+                "builds": [
+                    {
+                        "artifact_id": f"{REGION}:ami-0000000000000000e",
+                        "packer_run_uuid": "earlier-run",
+                    }
+                ],
+                "last_run_uuid": "earlier-run",
+            }
+        )
+    )
+
+
+def own_images(ec2: Any) -> list[dict[str, Any]]:
+    return list(ec2.describe_images(Owners=["self"])["Images"])
+
+
+def test_build_tags_image_and_snapshots_and_writes_record(ec2: Any, tmp_path: Path) -> None:
+    role = rendered(tmp_path, post_build=(IMDSV2_ON_AMI,))
+    earlier_run(role.directory)
+    packer = FakePacker()
+    record = build_on_aws(
+        role, make_config("backend"), inputs=INPUTS, packer=packer, records_dir=tmp_path / "records"
+    )
+    assert packer.calls == [["build", "-color=false", "-var-file=run.pkrvars.hcl", "."]]
+    assert (role.directory / "run.pkrvars.hcl").read_text().splitlines() == [
+        'git_commit  = "abc123def456"',
+        'inputs_hash = "feedfacecafebeef"',
+    ]
+    [image] = own_images(ec2)
+    assert record.ami_id == image["ImageId"] != "ami-0000000000000000e"
+    expected = {
+        tags.ROLE: "backend",
+        tags.OS: "debian12",
+        tags.INPUTS_HASH: INPUTS.inputs_hash,
+        tags.GIT_COMMIT: INPUTS.git_commit,
+        tags.PACKER_VERSION: "1.6.6",
+        tags.SOURCE_AMI: DEBIAN_SOURCE,
+        tags.BUILD_TIME: "20300115120000",
+        tags.STATUS: "built",
+        "project": "bakery",
+    }
+    assert image_tags(ec2, record.ami_id) == expected
+    [snapshot] = record.snapshot_ids
+    found = ec2.describe_snapshots(SnapshotIds=[snapshot])["Snapshots"][0]
+    assert tags.as_dict(found["Tags"]) == expected
+    saved = json.loads(record.path.read_text())
+    assert record.path.name == f"backend-{record.ami_id}.json"
+    assert saved["source_ami"] == DEBIAN_SOURCE
+    assert saved["status"] == "built"
+    assert saved["post_build"] == [IMDSV2_ON_AMI]
+    assert saved["packer_run_uuid"] != "earlier-run"
+
+
+@pytest.mark.parametrize(
+    "failure", [OperationFailed("packer build failed"), KeyboardInterrupt()], ids=["fail", "ctrl-c"]
+)
+def test_failed_build_leaves_no_image_snapshot_or_instance(
+    ec2: Any, tmp_path: Path, failure: BaseException
+) -> None:
+    snapshots_before = existing_snapshots(ec2)
+    with pytest.raises(type(failure)):
+        build_on_aws(
+            rendered(tmp_path),
+            make_config("backend"),
+            inputs=INPUTS,
+            packer=FakePacker(fail=failure),
+            records_dir=tmp_path / "records",
+        )
+    assert own_images(ec2) == []
+    assert existing_snapshots(ec2) == snapshots_before
+    states = {
+        i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+    }
+    assert states == {"terminated"}
+    assert not (tmp_path / "records").exists()
+
+
+def test_success_without_a_manifest_entry_fails_and_cleans_up(ec2: Any, tmp_path: Path) -> None:
+    role = rendered(tmp_path)
+    earlier_run(role.directory)
+    with pytest.raises(OperationFailed, match="recorded no artifact of this run"):
+        build_on_aws(
+            role,
+            make_config("backend"),
+            inputs=INPUTS,
+            packer=FakePacker(write_manifest=False),
+            records_dir=tmp_path,
+        )
+    assert own_images(ec2) == []
+
+
+def test_cleanup_spares_images_of_earlier_runs(ec2: Any, tmp_path: Path) -> None:
+    """Same role, same inputs, same name pattern, same second: only this run's image goes."""
+    first = build_on_aws(
+        rendered(tmp_path),
+        make_config("backend"),
+        inputs=INPUTS,
+        packer=FakePacker(),
+        records_dir=tmp_path / "records",
+    )
+    with pytest.raises(OperationFailed):
+        build_on_aws(
+            rendered(tmp_path / "again"),
+            make_config("backend"),
+            inputs=INPUTS,
+            packer=FakePacker(fail=OperationFailed("boom")),
+            records_dir=tmp_path,
+        )
+    assert [image["ImageId"] for image in own_images(ec2)] == [first.ami_id]
+    assert set(first.snapshot_ids) <= existing_snapshots(ec2)
+
+
+def test_no_source_image_fails_before_packer_runs(aws: None, tmp_path: Path) -> None:
+    packer = FakePacker()
+    cfg = make_config("backend", "aws.source_images.debian12.owners=['444455556666']")
+    with pytest.raises(BadInput, match="no source AMI"):
+        build_on_aws(rendered(tmp_path), cfg, inputs=INPUTS, packer=packer, records_dir=tmp_path)
+    assert packer.calls == []
+
+
+def test_wrong_rendering_is_bad_input(aws: None, tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="aws rendering of frontend"):
+        build_on_aws(rendered(tmp_path), make_config("frontend"), inputs=INPUTS)
+
+
+def test_manifest_selects_this_runs_artifact(tmp_path: Path) -> None:
+    manifest = tmp_path / "packer-manifest.json"
+    manifest.write_text(
+        json.dumps(
+            {
+                "builds": [
+                    {"artifact_id": f"{REGION}:ami-0aaaaaaaaaaaaaaaa", "packer_run_uuid": "one"},
+                    {
+                        "artifact_id": (
+                            f"{REGION}:ami-0bbbbbbbbbbbbbbbb,eu-west-1:ami-0cccccccccccccccc"
+                        ),
+                        "packer_run_uuid": "two",
+                    },
+                ],
+                "last_run_uuid": "two",
+            }
+        )
+    )
+    assert this_run_artifact(manifest, {"one"}, REGION) == ("two", "ami-0bbbbbbbbbbbbbbbb")
+    with pytest.raises(OperationFailed, match="no artifact of this run"):
+        this_run_artifact(manifest, {"one", "two"}, REGION)
+
+
+def test_inputs_hash_follows_content_not_run_outputs(tmp_path: Path) -> None:
+    role = rendered(tmp_path)
+    first = inputs_hash(role)
+    (role.directory / "packer-manifest.json").write_text("{}")
+    (role.directory / "packer.log").write_text("log")
+    assert inputs_hash(role) == first
+    (role.directory / "stage" / "bake.json").write_text("{}")
+    assert inputs_hash(role) != first
+
+
+def stubbed_ec2() -> tuple[Any, Stubber]:
+    client = boto3.client("ec2", region_name=REGION)
+    return client, Stubber(client)
+
+
+def test_post_build_guarantees_are_applied_with_boto3() -> None:
+    """Stubber: moto has no EnableImageDeprecation and does not keep ImdsSupport."""
+    cfg = make_config(
+        "backend",
+        "aws.deprecate_after_days=30",
+        "aws.share_org_arns=['arn:aws:organizations::111122223333:organization/o-abc123']",
+    )
+    now = datetime(2030, 1, 15, 12, 0, tzinfo=timezone.utc)
+    ec2, stub = stubbed_ec2()
+    ami = "ami-0123456789abcdef0"
+    stub.add_response(
+        "modify_image_attribute", {}, {"ImageId": ami, "ImdsSupport": {"Value": "v2.0"}}
+    )
+    stub.add_response(
+        "enable_image_deprecation",
+        {"Return": True},
+        {"ImageId": ami, "DeprecateAt": now + timedelta(days=30)},
+    )
+    stub.add_response(
+        "modify_image_attribute",
+        {},
+        {
+            "ImageId": ami,
+            "LaunchPermission": {
+                "Add": [
+                    {"OrganizationArn": "arn:aws:organizations::111122223333:organization/o-abc123"}
+                ]
+            },
+        },
+    )
+    with stub:
+        done = apply_post_build_guarantees(
+            ec2, ami, (IMDSV2_ON_AMI, DEPRECATION, ORG_SHARING), cfg, now
+        )
+    stub.assert_no_pending_responses()
+    assert done == [IMDSV2_ON_AMI, DEPRECATION, ORG_SHARING]
+
+
+def test_failing_guarantee_is_an_operation_failure() -> None:
+    ec2, stub = stubbed_ec2()
+    stub.add_client_error("modify_image_attribute", "UnauthorizedOperation", "not allowed")
+    with stub, pytest.raises(OperationFailed, match=r"imds_support.*UnauthorizedOperation"):
+        apply_post_build_guarantees(
+            ec2,
+            "ami-0123456789abcdef0",
+            (IMDSV2_ON_AMI,),
+            make_config(),
+            datetime.now(timezone.utc),
+        )
+
+
+def test_unknown_guarantee_is_not_silently_skipped() -> None:
+    ec2, _ = stubbed_ec2()
+    with pytest.raises(OperationFailed, match="does not know how to apply 'tpm_support'"):
+        apply_post_build_guarantees(
+            ec2,
+            "ami-0123456789abcdef0",
+            ("tpm_support",),
+            make_config(),
+            datetime.now(timezone.utc),
+        )
+
+
+def test_failed_guarantee_removes_the_image(
+    ec2: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A guarantee that fails after the AMI exists (moto cannot deprecate) removes it."""
+    role = rendered(tmp_path, post_build=(DEPRECATION,))
+
+    def refuse(*args: Any, **kwargs: Any) -> Callable[..., Any]:
+        raise OperationFailed("applying deprecate_at: denied")
+
+    monkeypatch.setattr("bakery.aws.build.apply_post_build_guarantees", refuse)
+    with pytest.raises(OperationFailed, match="denied"):
+        build_on_aws(
+            role, make_config("backend"), inputs=INPUTS, packer=FakePacker(), records_dir=tmp_path
+        )
+    assert own_images(ec2) == []

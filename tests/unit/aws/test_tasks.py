@@ -1,0 +1,53 @@
+"""The AWS tasks are thin and documented: a one-line docstring, help for every option."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+from invoke import Collection, Context
+from invoke.tasks import Task
+
+from bakery.aws import tasks
+from bakery.config import REPO_ROOT
+
+# Every task `invoke --list` shows, the AWS ones and the rest alike.
+_spec = importlib.util.spec_from_file_location("tasks", REPO_ROOT / "tasks.py")
+assert _spec is not None and _spec.loader is not None
+_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_module)
+_root = Collection.from_module(_module)
+TASKS = {name: _root[name] for name in _root.task_names}
+
+
+def test_every_lifecycle_task_is_listed() -> None:
+    wanted = {"render", "validate", "fmt", "schema", "clean", "build", "images", "release",
+              "prune", "janitor", "iam", "enable-application-signals", "test"}  # fmt: skip
+    assert wanted <= set(TASKS)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_task_is_documented(name: str) -> None:
+    task = TASKS[name]
+    assert isinstance(task, Task)
+    collection = Collection(task)
+    assert name in collection.task_names
+    doc = inspect.getdoc(task.body) or ""
+    assert doc and "\n" not in doc.strip()
+    arguments = [p for p in inspect.signature(task.body).parameters if p != "c"]
+    assert sorted(task.help) == sorted(arguments), f"{name}: help= must cover every option"
+
+
+def test_bad_input_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        tasks.prune(Context(), keep=0)
+    assert caught.value.code == 2
+    assert "--keep 0" in capsys.readouterr().err
+
+
+def test_iam_task_writes_the_documents(tmp_path: Path) -> None:
+    tasks.iam(Context(), output=str(tmp_path))
+    assert json.loads((tmp_path / "pipeline.json").read_text())["Version"] == "2012-10-17"
