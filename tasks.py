@@ -14,17 +14,23 @@ import sys
 
 from invoke import task
 
+from bakery.artifacts import prepare_artifacts
+from bakery.aws import pipeline as aws_pipeline
+from bakery.aws.tasks import enable_application_signals, iam, janitor, prune, release
+from bakery.aws.tasks import show_images as show_aws_images
 from bakery.cli import COMMON_HELP, console, exits_cleanly, load_configs
-from bakery.config import REPO_ROOT, json_schema
-from bakery.errors import BadInput, OperationFailed
+from bakery.config import REPO_ROOT, BakeryConfig, json_schema
+from bakery.errors import OperationFailed
 from bakery.local.build import build_local
 from bakery.packer import detect_version, run_packer
 from bakery.progress import Progress
 from bakery.render import BUILD_ROOT, RenderedRole, render_role
-from bakery.report import print_build_table
+from bakery.report import print_build_table, print_local_images
 from bakery.validate import validate_rendered
 
 ITERABLE = ["role", "set"]
+# Release-side tasks live with the AWS code; listed here so `invoke --list` shows them.
+AWS_TASKS = (release, prune, janitor, iam, enable_application_signals)
 
 
 def _render_all(
@@ -52,13 +58,36 @@ BUILD_HELP = {
 def build(c, role=None, target="local", config=None, set=None, force=False, parallel=3):
     """Bake the role images (default: all three on the local qemu target)."""
     configs = load_configs(role, target, config, set)
+    progress = Progress(console)
     if target == "aws":
-        raise BadInput("--target aws: building AMIs is not wired in yet; use --target local")
-    results = build_local(configs, Progress(console), force=force, parallel=int(parallel))
+        _build_on_aws(configs, progress)
+        return
+    results = build_local(configs, progress, force=force, parallel=int(parallel))
     print_build_table(results)
     failed = [result for result in results if result.status == "failed"]
     if failed:
         raise OperationFailed("; ".join(f"{r.role}: {r.error}" for r in failed))
+
+
+def _build_on_aws(configs: list[BakeryConfig], progress: Progress) -> None:
+    packer = detect_version()
+    rendered = []
+    for cfg in configs:
+        artifacts = prepare_artifacts(cfg, REPO_ROOT / cfg.local.cache_dir, progress)
+        rendered.append(render_role(cfg, packer, artifacts=artifacts))
+    for record in aws_pipeline.build(configs, rendered):
+        console.print(f"[green]built[/] {record.role}: {record.ami_id} ({record.region})")
+
+
+@task(iterable=ITERABLE, help=COMMON_HELP)
+@exits_cleanly
+def images(c, role=None, target="local", config=None, set=None):
+    """List the images per role: id, created, status, size (and promotions on AWS)."""
+    configs = load_configs(role, target, config, set)
+    if target == "aws":
+        show_aws_images(configs)
+    else:
+        print_local_images([cfg.role for cfg in configs])
 
 
 @task(iterable=ITERABLE, help=COMMON_HELP)

@@ -19,7 +19,6 @@ _HOST_METRICS: dict[str, Any] = {
         "mem": {"measurement": ["mem_used_percent"]},
         "disk": {"measurement": ["used_percent"], "resources": ["/"]},
     },
-    "metrics_collection_interval": 60,
 }
 
 # Log files each role ships to its log group (stream per instance).

@@ -17,6 +17,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -56,6 +57,11 @@ def _normalise_fingerprint(value: str) -> str:
     if not re.fullmatch(r"[0-9A-F]{40}", compact):
         raise ValueError("must be a 40-hex-digit OpenPGP fingerprint (spaces allowed)")
     return compact
+
+
+def _scalar_as_text(value: Any) -> Any:
+    """Tag values are text; YAML reads `cost: 42` as a number, which is still meant as text."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
 Fingerprint = Annotated[str, AfterValidator(_normalise_fingerprint)]
@@ -206,7 +212,7 @@ class AwsSettings(Section):
     ] = Field(default_factory=list)
     tags: dict[
         Annotated[str, StringConstraints(min_length=1, max_length=128)],
-        Annotated[str, StringConstraints(max_length=256)],
+        Annotated[str, BeforeValidator(_scalar_as_text), StringConstraints(max_length=256)],
     ] = Field(default_factory=dict)
     retention: int = Field(ge=1, description="verified AMIs kept per role and region by prune")
     ssm_prefix: Annotated[str, StringConstraints(pattern=r"^(/[A-Za-z0-9_.-]+)+$")]

@@ -6,7 +6,7 @@ from rich.table import Table
 
 from bakery.cli import console
 from bakery.config import REPO_ROOT
-from bakery.local.build import RoleResult
+from bakery.local.build import RoleResult, image_dir, read_record
 
 
 def print_build_table(results: list[RoleResult]) -> None:
@@ -24,5 +24,26 @@ def print_build_table(results: list[RoleResult]) -> None:
             record.get("inputs_hash", "-"),
             f"{size / 1e6:.0f}" if size else "-",
             str(record.get("build_seconds", "-")),
+        )
+    console.print(table)
+
+
+def print_local_images(roles: list[str]) -> None:
+    table = Table(title="local images")
+    for column in ("role", "image", "built", "status", "inputs hash", "size MB"):
+        table.add_column(column)
+    for role in roles:
+        record = read_record(role)
+        if record is None:
+            table.add_row(role, "-", "-", "not built", "-", "-")
+            continue
+        image = image_dir(role) / record["image"]
+        table.add_row(
+            role,
+            str(image.relative_to(REPO_ROOT)),
+            record.get("built_at", "-"),
+            record.get("status", "-"),
+            record.get("inputs_hash", "-"),
+            f"{record.get('size_bytes', 0) / 1e6:.0f}",
         )
     console.print(table)
