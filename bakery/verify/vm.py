@@ -1,0 +1,222 @@
+"""Boot a built image like an EC2 instance would be launched, and always stop it.
+
+A throwaway qcow2 overlay keeps the image untouched; launch-time settings and the test
+key arrive as cloud-init NoCloud user data (a `cidata` CD), the way EC2 user data
+would. The guest's network is QEMU user-mode with `restrict=on`: it reaches nothing
+outside (in particular no metadata address) and the host reaches it only through
+forwarded loopback ports. Everything of a boot lives in one work folder, removed when
+the VM is stopped; a boot left by a killed run is found by its pidfile and ended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bakery.errors import MissingTool, OperationFailed
+
+SSH_USER = "admin"  # the image's default user, as on Debian's AMIs
+
+
+@dataclass
+class BootedVM:
+    """A running VM and how to reach it."""
+
+    name: str
+    workdir: Path
+    ssh_port: int
+    key: Path
+    process: subprocess.Popen[bytes]
+    forwards: dict[int, int] = field(default_factory=dict)  # guest port -> host port
+    boot_seconds: float = 0.0
+
+    @property
+    def console_log(self) -> Path:
+        return self.workdir / "console.log"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.workdir / "ssh_config"
+
+    @property
+    def testinfra_host(self) -> str:
+        return f"ssh://{SSH_USER}@127.0.0.1:{self.ssh_port}"
+
+    def ssh(self, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ssh", "-F", str(self.ssh_config), "-p", str(self.ssh_port),
+             f"{SSH_USER}@127.0.0.1", command],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def launch_env_file(settings: Mapping[str, str]) -> str:
+    """KEY=VALUE lines for /etc/bakery/launch.env, quoted for systemd's EnvironmentFile."""
+    lines = []
+    for key, value in sorted(settings.items()):
+        if not key.replace("_", "").isalnum() or "\n" in value:
+            raise OperationFailed(f"launch setting {key!r} cannot go into an env file")
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f'{key}="{escaped}"')
+    return "\n".join(lines) + "\n"
+
+
+def user_data(public_key: str, settings: Mapping[str, str]) -> str:
+    """Standard NoCloud user data: the test key and the launch-time settings file."""
+    document = {
+        "ssh_authorized_keys": [public_key],
+        "write_files": [
+            {
+                "path": "/etc/bakery/launch.env",
+                "owner": "root:root",
+                "permissions": "0600",
+                "content": launch_env_file(settings),
+            }
+        ],
+    }
+    # JSON is YAML: no YAML emitter needed, and nothing in it can be misquoted.
+    return "#cloud-config\n" + json.dumps(document, indent=2) + "\n"
+
+
+def _make_seed(workdir: Path, name: str, public_key: str, settings: Mapping[str, str]) -> Path:
+    seed = workdir / "seed"
+    seed.mkdir()
+    (seed / "meta-data").write_text(f"instance-id: {name}\nlocal-hostname: {name}\n")
+    (seed / "user-data").write_text(user_data(public_key, settings))
+    iso = workdir / "seed.iso"
+    subprocess.run(
+        ["xorriso", "-as", "mkisofs", "-quiet", "-V", "cidata", "-J", "-r",
+         "-o", str(iso), str(seed)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return iso
+
+
+def end_stale_boots(root: Path) -> None:
+    """End VMs and remove folders that a killed run left under `root`."""
+    if not root.is_dir():
+        return
+    for workdir in root.iterdir():
+        pidfile = workdir / "qemu.pid"
+        if pidfile.is_file():
+            with suppress(ProcessLookupError, ValueError):
+                os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_for_ssh(vm: BootedVM, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        if vm.process.poll() is not None:
+            raise OperationFailed(
+                f"[{vm.name}] the VM exited (code {vm.process.returncode}) before SSH came up; "
+                f"console: {vm.console_log}"
+            )
+        try:
+            # Up means: SSH answers and cloud-init has applied the user data.
+            result = vm.ssh("cloud-init status --wait >/dev/null; echo ready", timeout=30)
+            if result.returncode == 0 and "ready" in result.stdout:
+                return
+            last = (result.stderr.strip().splitlines() or ["no answer"])[-1]
+        except subprocess.TimeoutExpired:
+            last = "ssh timed out"
+        time.sleep(2)
+    raise OperationFailed(
+        f"[{vm.name}] SSH did not come up within {timeout_s:.0f}s ({last}); "
+        f"console: {vm.console_log}"
+    )
+
+
+@contextmanager
+def booted(
+    image: Path,
+    name: str,
+    settings: Mapping[str, str],
+    work_root: Path,
+    accelerator: str,
+    cpus: int,
+    memory_mb: int,
+    boot_timeout_s: float,
+    forward_ports: Sequence[int] = (),
+    extra_qemu_args: Sequence[str] = (),
+) -> Iterator[BootedVM]:
+    """Boot `image` with `settings` as launch-time user data; always stop it afterwards."""
+    for tool in ("qemu-system-x86_64", "qemu-img", "xorriso", "ssh", "ssh-keygen"):
+        if shutil.which(tool) is None:
+            raise MissingTool(tool, "run `./scripts/run invoke doctor` for what to install")
+    workdir = work_root / f"{name}-{uuid.uuid4().hex[:8]}"
+    workdir.mkdir(parents=True)
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        key = workdir / "id_ed25519"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bakery-verify", "-f", str(key)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        (workdir / "ssh_config").write_text(
+            "Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
+            f"  IdentityFile {key}\n  IdentitiesOnly yes\n  BatchMode yes\n"
+            "  ConnectTimeout 5\n  LogLevel ERROR\n"
+        )
+        overlay = workdir / "disk.qcow2"
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
+             "-b", str(image.resolve()), str(overlay)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        public_key = (workdir / "id_ed25519.pub").read_text().strip()
+        seed = _make_seed(workdir, workdir.name, public_key, settings)
+        ssh_port = free_port()
+        forwards = {port: free_port() for port in forward_ports}
+        hostfwd = [f"hostfwd=tcp:127.0.0.1:{ssh_port}-:22"] + [
+            f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for guest, host in forwards.items()
+        ]
+        command = [
+            "qemu-system-x86_64", "-machine", f"accel={accelerator}", "-smp", str(cpus),
+            "-m", str(memory_mb), "-nodefaults", "-display", "none",
+            "-serial", f"file:{workdir / 'console.log'}", "-pidfile", str(workdir / "qemu.pid"),
+            "-drive", f"file={overlay},if=virtio,format=qcow2",
+            "-drive", f"file={seed},media=cdrom,readonly=on",
+            "-nic", "user,model=virtio-net-pci,restrict=on," + ",".join(hostfwd),
+            *extra_qemu_args,
+        ]  # fmt: skip
+        started = time.monotonic()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        vm = BootedVM(name, workdir, ssh_port, key, process, forwards)
+        _wait_for_ssh(vm, boot_timeout_s)
+        vm.boot_seconds = round(time.monotonic() - started, 1)
+        yield vm
+    finally:
+        if process is not None:
+            _stop(process)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop the VM and make sure its process is gone; the overlay is thrown away anyway,
+    so there is nothing a clean guest shutdown would save."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
