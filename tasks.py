@@ -21,12 +21,13 @@ from bakery.aws.tasks import show_images as show_aws_images
 from bakery.cli import COMMON_HELP, console, exits_cleanly, load_configs
 from bakery.config import REPO_ROOT, BakeryConfig, json_schema
 from bakery.errors import OperationFailed
-from bakery.local.build import build_local
+from bakery.local.build import build_local, read_record
 from bakery.packer import detect_version, run_packer
 from bakery.progress import Progress
 from bakery.render import BUILD_ROOT, RenderedRole, render_role
-from bakery.report import print_build_table, print_local_images
+from bakery.report import print_build_table, print_local_images, print_verify_table
 from bakery.validate import validate_rendered
+from bakery.verify.gate import Verdict, verify_local
 
 ITERABLE = ["role", "set"]
 # Release-side tasks live with the AWS code; listed here so `invoke --list` shows them.
@@ -49,24 +50,59 @@ def _render_all(
 BUILD_HELP = {
     **COMMON_HELP,
     "force": "rebuild even when a role's inputs hash is unchanged",
-    "parallel": "how many roles to bake at once (default 3)",
+    "parallel": "how many roles to bake (and boot) at once (default 3)",
+    "no_verify": "skip the verification gate (the images stay unverified)",
 }
+VERIFY_HELP = {**COMMON_HELP, "parallel": "how many images to boot at once (default 3)"}
 
 
 @task(iterable=ITERABLE, help=BUILD_HELP)
 @exits_cleanly
-def build(c, role=None, target="local", config=None, set=None, force=False, parallel=3):
-    """Bake the role images (default: all three on the local qemu target)."""
+def build(
+    c, role=None, target="local", config=None, set=None, force=False, parallel=3, no_verify=False
+):
+    """Bake the role images and verify them (default: all three, local qemu target)."""
     configs = load_configs(role, target, config, set)
     progress = Progress(console)
     if target == "aws":
         _build_on_aws(configs, progress)
         return
     results = build_local(configs, progress, force=force, parallel=int(parallel))
-    print_build_table(results)
     failed = [result for result in results if result.status == "failed"]
-    if failed:
-        raise OperationFailed("; ".join(f"{r.role}: {r.error}" for r in failed))
+    built = {r.role for r in results if r.status != "failed"}
+    # Verify what is new, or not verified yet; a verified, unchanged image stays verified.
+    pending = [
+        cfg for cfg in configs
+        if cfg.role in built and (read_record(cfg.role) or {}).get("status") == "built"
+    ]  # fmt: skip
+    verdicts = [] if no_verify or not pending else verify_local(pending, progress, int(parallel))
+    print_build_table(results, verdicts)
+    problems = [f"{r.role}: {r.error}" for r in failed]
+    problems += [f"{v.role}: {v.status} ({_why(v)})" for v in verdicts if v.status != "verified"]
+    if problems:
+        raise OperationFailed("; ".join(problems))
+
+
+def _why(verdict: Verdict) -> str:
+    if verdict.error:
+        return verdict.error
+    failing = ", ".join(verdict.failed_checks[:5]) or "see the report"
+    return f"{verdict.failed} failed: {failing}; report {verdict.junit}"
+
+
+@task(iterable=ITERABLE, help=VERIFY_HELP)
+@exits_cleanly
+def verify(c, role=None, target="local", config=None, set=None, parallel=3):
+    """Boot each image with launch-time settings and run its testinfra suites (the gate)."""
+    configs = load_configs(role, target, config, set)
+    if target == "aws":
+        aws_pipeline.verify(configs)
+        return
+    verdicts = verify_local(configs, Progress(console), int(parallel))
+    print_verify_table(verdicts)
+    bad = [v for v in verdicts if v.status != "verified"]
+    if bad:
+        raise OperationFailed("; ".join(f"{v.role}: {v.status} ({_why(v)})" for v in bad))
 
 
 def _build_on_aws(configs: list[BakeryConfig], progress: Progress) -> None:

@@ -7,24 +7,43 @@ from rich.table import Table
 from bakery.cli import console
 from bakery.config import REPO_ROOT
 from bakery.local.build import RoleResult, image_dir, read_record
+from bakery.verify.gate import Verdict
 
 
-def print_build_table(results: list[RoleResult]) -> None:
+def print_build_table(results: list[RoleResult], verdicts: list[Verdict]) -> None:
+    """role, image, build outcome, verified/rejected, checks, build/boot/test seconds."""
+    by_role = {verdict.role: verdict for verdict in verdicts}
     table = Table(title="images")
-    for column in ("role", "status", "image", "inputs hash", "size MB", "build s"):
+    for column in ("role", "image", "build", "verification", "checks ok/failed",
+                   "build s", "boot s", "test s"):  # fmt: skip
         table.add_column(column)
     for result in results:
-        record = result.record
+        record = read_record(result.role) or result.record
         image = str(result.image.relative_to(REPO_ROOT)) if result.image else "-"
-        size = record.get("size_bytes")
+        verdict = by_role.get(result.role)
+        verification = record.get("verification") or {}
         table.add_row(
             result.role,
-            result.status if not result.error else f"failed: {result.error.splitlines()[0]}",
             image,
-            record.get("inputs_hash", "-"),
-            f"{size / 1e6:.0f}" if size else "-",
-            str(record.get("build_seconds", "-")),
+            result.status if not result.error else f"failed: {result.error.splitlines()[0]}",
+            verdict.status if verdict else record.get("status", "-"),
+            f"{verification.get('passed', '-')}/{verification.get('failed', '-')}",
+            str(record.get("build_seconds", "-")) if result.status == "built" else "-",
+            str(verification.get("boot_seconds", "-")) if verdict else "-",
+            str(verification.get("test_seconds", "-")) if verdict else "-",
         )
+    console.print(table)
+
+
+def print_verify_table(verdicts: list[Verdict]) -> None:
+    table = Table(title="verification")
+    for column in ("role", "verdict", "passed", "failed", "skipped", "boot s", "test s",
+                   "report"):  # fmt: skip
+        table.add_column(column)
+    for v in verdicts:
+        report = str(v.junit.relative_to(REPO_ROOT)) if v.junit else (v.error or "-")
+        table.add_row(v.role, v.status, str(v.passed), str(v.failed), str(v.skipped),
+                      str(v.boot_seconds), str(v.test_seconds), report)  # fmt: skip
     console.print(table)
 
 

@@ -6,6 +6,7 @@ presence proves nothing; a short boot of the base image's kernel to userspace do
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -48,11 +49,35 @@ def probe_kvm(kernel: Path, initrd: Path, timeout_s: float = PROBE_TIMEOUT_S) ->
             process.wait()
 
 
-def choose_accelerator(setting: str, kernel: Path, initrd: Path) -> tuple[str, str | None]:
+def _host_key(kernel: Path) -> str:
+    """What decides whether KVM works: this host's kernel, QEMU and the guest kernel."""
+    qemu = subprocess.run(
+        ["qemu-system-x86_64", "--version"], capture_output=True, text=True, check=False
+    ).stdout.split("\n")[0]
+    return f"{os.uname().release}|{qemu}|{kernel.stat().st_size if kernel.exists() else 0}"
+
+
+def kvm_works(kernel: Path, initrd: Path, cache_file: Path | None) -> bool:
+    """The probe's answer, remembered per host so each run does not pay for it again."""
+    key = _host_key(kernel)
+    if cache_file is not None and cache_file.is_file():
+        cached = json.loads(cache_file.read_text())
+        if cached.get("key") == key:
+            return bool(cached["kvm_works"])
+    works = probe_kvm(kernel, initrd)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        cache_file.write_text(json.dumps({"key": key, "kvm_works": works}))
+    return works
+
+
+def choose_accelerator(
+    setting: str, kernel: Path, initrd: Path, cache_file: Path | None = None
+) -> tuple[str, str | None]:
     """(accelerator, warning): honour kvm/tcg, probe for auto."""
     if setting == "tcg":
         return "tcg", None
-    works = probe_kvm(kernel, initrd)
+    works = kvm_works(kernel, initrd, cache_file)
     if setting == "kvm":
         if not works:
             raise BadInput(

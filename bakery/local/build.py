@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -134,6 +135,18 @@ def _kill_leftover_qemu(run_dir: Path) -> None:
             os.kill(int(pid), signal.SIGKILL)
 
 
+# Packer's own steps, and the first line of each provisioner step ("<step>: start ...").
+_STEP_START = re.compile(r"^\s+\S+: ([a-z-]+): start\b")
+
+
+def _progress_line(line: str) -> str | None:
+    """The lines of Packer's output worth showing as progress."""
+    if line.startswith("==> ") and ": " in line and "Provisioning with shell" not in line:
+        return "packer: " + line.split(": ", 1)[1].strip()
+    step = _STEP_START.match(line)
+    return f"provisioner step: {step.group(1)}" if step else None
+
+
 def _run_packer_build(
     rendered: RenderedRole, var_file: Path, log_path: Path, progress: Progress
 ) -> None:
@@ -154,8 +167,9 @@ def _run_packer_build(
             for line in process.stdout:
                 log.write(line)
                 log.flush()
-                if line.startswith("==> ") and ": " in line:
-                    progress.say(rendered.role, "packer: " + line.split(": ", 1)[1].strip())
+                shown = _progress_line(line)
+                if shown:
+                    progress.say(rendered.role, shown)
             process.wait()
         except BaseException:
             process.send_signal(signal.SIGINT)  # Packer's own cleanup: VM and output dir
@@ -250,7 +264,10 @@ class LocalBuild:
         assert self._base is not None
         if self._accelerator is None:
             accel, warning = choose_accelerator(
-                self.configs[0].local.accelerator, self._base.kernel, self._base.initrd
+                self.configs[0].local.accelerator,
+                self._base.kernel,
+                self._base.initrd,
+                self.cache_dir / "accelerator.json",
             )
             if warning:
                 self.progress.say("host", f"[yellow]warning:[/] {warning}")
