@@ -20,12 +20,18 @@ from bakery.aws.tasks import enable_application_signals, iam, janitor, prune, re
 from bakery.aws.tasks import show_images as show_aws_images
 from bakery.cli import COMMON_HELP, console, exits_cleanly, load_configs
 from bakery.config import REPO_ROOT, BakeryConfig, json_schema
+from bakery.doctor import examine
 from bakery.errors import OperationFailed
 from bakery.local.build import build_local, read_record
 from bakery.packer import detect_version, run_packer
 from bakery.progress import Progress
 from bakery.render import BUILD_ROOT, RenderedRole, render_role
-from bakery.report import print_build_table, print_local_images, print_verify_table
+from bakery.report import (
+    print_build_table,
+    print_findings,
+    print_local_images,
+    print_verify_table,
+)
 from bakery.validate import validate_rendered
 from bakery.verify.gate import Verdict, verify_local
 
@@ -200,3 +206,25 @@ def test(c, slow=False, k=None):
         console.print(f"[bold]$ {' '.join(command[2:])}[/]")
         if subprocess.run(command, cwd=REPO_ROOT, check=False).returncode != 0:
             raise OperationFailed(f"{' '.join(command[2:])} failed")
+
+
+@task(help={"target": COMMON_HELP["target"]})
+@exits_cleanly
+def doctor(c, target="local"):
+    """Check this host is ready to bake: tools, KVM or TCG, disk, CA bundle, AWS access."""
+    (cfg,) = load_configs(["backend"], target, None, None)
+    findings = examine(cfg)
+    print_findings(findings)
+    problems = [f"{f.check}: {f.detail} (fix: {f.fix})" for f in findings if not f.ok]
+    if problems:
+        raise OperationFailed("; ".join(problems))
+
+
+@task
+@exits_cleanly
+def smoke(c):
+    """Boot database, backend and frontend together and drive users through all three."""
+    command = [sys.executable, "-m", "pytest", "tests/smoke", "-m", "slow", "-p",
+               "no:cacheprovider", "-v"]  # fmt: skip
+    if subprocess.run(command, cwd=REPO_ROOT, check=False).returncode != 0:
+        raise OperationFailed("the three-tier smoke test failed (output above)")

@@ -6,6 +6,7 @@ from rich.table import Table
 
 from bakery.cli import console
 from bakery.config import REPO_ROOT
+from bakery.doctor import Finding
 from bakery.local.build import RoleResult, image_dir, read_record
 from bakery.verify.gate import Verdict
 
@@ -65,4 +66,13 @@ def print_local_images(roles: list[str]) -> None:
             record.get("inputs_hash", "-"),
             f"{record.get('size_bytes', 0) / 1e6:.0f}",
         )
+    console.print(table)
+
+
+def print_findings(findings: list[Finding]) -> None:
+    table = Table(title="bakery doctor")
+    for column in ("check", "status", "detail", "fix"):
+        table.add_column(column)
+    for f in findings:
+        table.add_row(f.check, "[green]ok[/]" if f.ok else "[red]FAIL[/]", f.detail, f.fix)
     console.print(table)

@@ -78,9 +78,9 @@ def launch_env_file(settings: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def user_data(public_key: str, settings: Mapping[str, str]) -> str:
+def user_data(public_key: str, settings: Mapping[str, str], bootcmd: Sequence[str] = ()) -> str:
     """Standard NoCloud user data: the test key and the launch-time settings file."""
-    document = {
+    document: dict[str, object] = {
         "ssh_authorized_keys": [public_key],
         "write_files": [
             {
@@ -91,15 +91,23 @@ def user_data(public_key: str, settings: Mapping[str, str]) -> str:
             }
         ],
     }
+    if bootcmd:
+        document["bootcmd"] = list(bootcmd)
     # JSON is YAML: no YAML emitter needed, and nothing in it can be misquoted.
     return "#cloud-config\n" + json.dumps(document, indent=2) + "\n"
 
 
-def _make_seed(workdir: Path, name: str, public_key: str, settings: Mapping[str, str]) -> Path:
+def _make_seed(
+    workdir: Path,
+    name: str,
+    public_key: str,
+    settings: Mapping[str, str],
+    bootcmd: Sequence[str] = (),
+) -> Path:
     seed = workdir / "seed"
     seed.mkdir()
     (seed / "meta-data").write_text(f"instance-id: {name}\nlocal-hostname: {name}\n")
-    (seed / "user-data").write_text(user_data(public_key, settings))
+    (seed / "user-data").write_text(user_data(public_key, settings, bootcmd))
     iso = workdir / "seed.iso"
     subprocess.run(
         ["xorriso", "-as", "mkisofs", "-quiet", "-V", "cidata", "-J", "-r",
@@ -157,6 +165,7 @@ def booted(
     boot_timeout_s: float,
     forward_ports: Sequence[int] = (),
     extra_qemu_args: Sequence[str] = (),
+    bootcmd: Sequence[str] = (),
 ) -> Iterator[BootedVM]:
     """Boot `image` with `settings` as launch-time user data; always stop it afterwards."""
     for tool in ("qemu-system-x86_64", "qemu-img", "xorriso", "ssh", "ssh-keygen"):
@@ -183,7 +192,7 @@ def booted(
             check=True, capture_output=True,
         )  # fmt: skip
         public_key = (workdir / "id_ed25519.pub").read_text().strip()
-        seed = _make_seed(workdir, workdir.name, public_key, settings)
+        seed = _make_seed(workdir, workdir.name, public_key, settings, bootcmd)
         ssh_port = free_port()
         forwards = {port: free_port() for port in forward_ports}
         hostfwd = [f"hostfwd=tcp:127.0.0.1:{ssh_port}-:22"] + [

@@ -1,0 +1,117 @@
+"""`invoke doctor`: is this host ready to bake? Each problem comes with its fix."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from bakery.config import REPO_ROOT, BakeryConfig
+from bakery.errors import BakeryError
+from bakery.packer import detect_version
+
+MIN_FREE_GB = 10
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _tool(name: str, package: str, purpose: str) -> Finding:
+    found = shutil.which(name)
+    if found:
+        return Finding(name, True, found)
+    return Finding(name, False, f"missing ({purpose})", f"apt-get install {package}")
+
+
+def check_packer() -> Finding:
+    try:
+        version = detect_version()
+    except BakeryError as exc:
+        return Finding("packer", False, str(exc), "apt-get install packer")
+    kind = (
+        ">= 1.7: plugins via `packer init`, AMI guarantees in the template"
+        if version.has_plugin_system
+        else "1.6: no plugin block; IMDSv2/deprecation applied with boto3 after the build"
+    )
+    return Finding("packer", True, f"{version} ({kind})")
+
+
+def check_accelerator(cfg: BakeryConfig) -> Finding:
+    from bakery.local.accelerator import kvm_works
+
+    cache = REPO_ROOT / cfg.local.cache_dir
+    kernels = sorted(cache.glob("base/*/vmlinuz"))
+    if not Path("/dev/kvm").exists():
+        return Finding("accelerator", True, "no /dev/kvm: QEMU's TCG will be used (slower)")
+    if not kernels:
+        return Finding("accelerator", True, "/dev/kvm present; probed at the first build")
+    works = kvm_works(kernels[-1], kernels[-1].with_name("initrd.img"), cache / "accelerator.json")
+    if works:
+        return Finding("accelerator", True, "KVM passes a probe boot")
+    return Finding("accelerator", True, "/dev/kvm fails a probe boot: TCG will be used (slower)")
+
+
+def check_disk(cfg: BakeryConfig) -> Finding:
+    free_gb = shutil.disk_usage(REPO_ROOT).free / 1e9
+    if free_gb >= MIN_FREE_GB:
+        return Finding("disk", True, f"{free_gb:.0f} GB free")
+    return Finding(
+        "disk",
+        False,
+        f"{free_gb:.1f} GB free (< {MIN_FREE_GB})",
+        "invoke clean --cache, or free space",
+    )
+
+
+def check_ca_bundle(cfg: BakeryConfig) -> Finding:
+    bundle = cfg.local.extra_ca_bundle
+    if not bundle:
+        return Finding("extra CA bundle", True, "none configured")
+    path = Path(bundle)
+    count = len(list(path.glob("*.crt"))) if path.is_dir() else int(path.is_file())
+    if path.exists():
+        return Finding("extra CA bundle", True, f"{bundle}: {count} certificate file(s)")
+    return Finding(
+        "extra CA bundle", False, f"{bundle} does not exist", "set local.extra_ca_bundle"
+    )
+
+
+def check_aws(cfg: BakeryConfig) -> list[Finding]:
+    import boto3
+
+    session = boto3.session.Session()
+    found = []
+    credentials = session.get_credentials()
+    if credentials is None:
+        found.append(Finding("AWS credentials", False, "none found",
+                             "set AWS_PROFILE, or run in CI with an OIDC role"))  # fmt: skip
+    else:
+        found.append(Finding("AWS credentials", True, f"from {credentials.method}"))
+    found.append(Finding("AWS region", True, f"{cfg.aws.region} (aws.region)"))
+    return found
+
+
+def examine(cfg: BakeryConfig) -> list[Finding]:
+    """Every check for the target of `cfg`; no check changes anything."""
+    findings = [check_packer()]
+    if cfg.target == "local":
+        findings += [
+            _tool("qemu-system-x86_64", "qemu-system-x86", "boots the images"),
+            _tool("qemu-img", "qemu-utils", "disk images"),
+            _tool("mmdebstrap", "mmdebstrap", "builds the Debian base image"),
+            _tool("mke2fs", "e2fsprogs", "makes the base filesystem"),
+            _tool("sfdisk", "fdisk", "partitions the base disk"),
+            _tool("xorriso", "xorriso", "cloud-init seed CDs"),
+            _tool("ssh", "openssh-client", "reaches the VMs"),
+            check_accelerator(cfg),
+            check_disk(cfg),
+            check_ca_bundle(cfg),
+        ]
+    else:
+        findings += check_aws(cfg)
+    return findings

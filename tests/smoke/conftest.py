@@ -1,0 +1,118 @@
+"""The three-tier system, booted from the local images alone.
+
+frontend ──link A── backend ──link B── database
+
+Each link is a QEMU socket netdev over 127.0.0.1 between two QEMU processes: a private
+wire no packet leaves this machine on. The backend, in the middle, has one NIC on
+each link; every VM also keeps its restricted user-mode NIC for SSH from the host.
+Addresses and the database password reach the VMs as launch-time user data only.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bakery.config import load_config
+from bakery.local.accelerator import choose_accelerator
+from bakery.local.build import WORK_ROOT, image_dir, read_record
+from bakery.verify.vm import BootedVM, booted, end_stale_boots, free_port
+
+SMOKE_WORK = WORK_ROOT / "smoke"
+FRONTEND_A, BACKEND_A = "10.77.1.1", "10.77.1.2"
+DATABASE_B, BACKEND_B = "10.77.2.1", "10.77.2.2"
+
+
+@dataclass
+class ThreeTier:
+    frontend: BootedVM
+    backend: BootedVM
+    database: BootedVM
+    frontend_http_port: int
+    service_name: str
+    environment: str
+
+
+def _image(role: str) -> Path:
+    record = read_record(role)
+    if record is None or not (image_dir(role) / record["image"]).is_file():
+        pytest.skip(f"no local {role} image: run `invoke build` first")
+    return image_dir(role) / record["image"]
+
+
+def _link(mac: str, address: str) -> list[str]:
+    """cloud-init bootcmd lines giving the NIC with `mac` a static address (systemd-networkd)."""
+    unit = f"/etc/systemd/network/10-smoke-{mac.replace(':', '')}.network"
+    body = f"[Match]\\nMACAddress={mac}\\n\\n[Network]\\nAddress={address}/24\\n"
+    return [f"printf '{body}' > {unit}", "networkctl reload"]
+
+
+@pytest.fixture(scope="session")
+def three_tier() -> Iterator[ThreeTier]:
+    end_stale_boots(SMOKE_WORK)
+    images = {role: _image(role) for role in ("frontend", "backend", "database")}
+    cfg = {role: load_config(role, "local") for role in images}
+    base = (read_record("backend") or {})["base_image"]["inputs_hash"]
+    folder = Path(cfg["backend"].local.cache_dir).resolve() / "base" / base
+    accelerator, _ = choose_accelerator(
+        cfg["backend"].local.accelerator, folder / "vmlinuz", folder / "initrd.img",
+        Path(cfg["backend"].local.cache_dir).resolve() / "accelerator.json",
+    )  # fmt: skip
+    password = secrets.token_urlsafe(18)
+    service_name, environment = "smoke-backend", "smoke"
+    port_a, port_b = free_port(), free_port()
+    macs = {"frontend_a": "52:54:00:77:01:01", "backend_a": "52:54:00:77:01:02",
+            "database_b": "52:54:00:77:02:01", "backend_b": "52:54:00:77:02:02"}  # fmt: skip
+
+    def nic(netdev: str, mac: str, how: str) -> list[str]:
+        return ["-netdev", f"socket,id={netdev},{how}",
+                "-device", f"virtio-net-pci,netdev={netdev},mac={mac}"]  # fmt: skip
+
+    def boot(stack: ExitStack, role: str, settings: dict[str, str], bootcmd: list[str],
+             qemu: list[str], forward: tuple[int, ...] = ()) -> BootedVM:  # fmt: skip
+        local = cfg[role].local
+        return stack.enter_context(
+            booted(
+                images[role],
+                f"smoke-{role}",
+                settings,
+                SMOKE_WORK,
+                accelerator,
+                local.cpus,
+                local.memory_mb,
+                cfg[role].verify.boot_timeout_s,
+                forward_ports=forward,
+                extra_qemu_args=qemu,
+                bootcmd=bootcmd,
+            )
+        )
+
+    with ExitStack() as stack:
+        # Listeners first: a socket netdev that connects needs its peer to be up.
+        database = boot(
+            stack, "database",
+            {"DB_NAME": "appdb", "DB_USER": "app", "DB_PASSWORD": password},
+            _link(macs["database_b"], DATABASE_B),
+            nic("b", macs["database_b"], f"listen=127.0.0.1:{port_b}"),
+        )  # fmt: skip
+        frontend = boot(
+            stack, "frontend", {"BACKEND_URL": f"http://{BACKEND_A}:8000"},
+            _link(macs["frontend_a"], FRONTEND_A),
+            nic("a", macs["frontend_a"], f"listen=127.0.0.1:{port_a}"), forward=(80,),
+        )  # fmt: skip
+        backend = boot(
+            stack, "backend",
+            {"SERVICE_NAME": service_name, "DEPLOYMENT_ENVIRONMENT": environment,
+             "DB_HOST": DATABASE_B, "DB_NAME": "appdb", "DB_USER": "app",
+             "DB_PASSWORD": password, "OTEL_METRIC_EXPORT_INTERVAL": "5000"},
+            _link(macs["backend_a"], BACKEND_A) + _link(macs["backend_b"], BACKEND_B),
+            nic("a", macs["backend_a"], f"connect=127.0.0.1:{port_a}")
+            + nic("b", macs["backend_b"], f"connect=127.0.0.1:{port_b}"),
+        )  # fmt: skip
+        yield ThreeTier(frontend, backend, database, frontend.forwards[80], service_name,
+                        environment)  # fmt: skip
