@@ -26,6 +26,11 @@ class Progress:
     def say(self, role: str, message: str) -> None:
         self.console.print(f"[cyan]\\[{role}][/] {message}", soft_wrap=True)
 
+    def record(self, role: str, name: str, started: float) -> None:
+        """Remember a step that was timed elsewhere (e.g. from Packer's output)."""
+        with self._lock:
+            self.timings.setdefault(role, {})[name] = round(time.monotonic() - started, 1)
+
     @contextmanager
     def step(self, role: str, name: str) -> Iterator[None]:
         start = time.monotonic()
@@ -46,7 +51,5 @@ class Progress:
         finally:
             done.set()
             beat.join()
-        elapsed = time.monotonic() - start
-        with self._lock:
-            self.timings.setdefault(role, {})[name] = round(elapsed, 1)
-        self.say(role, f"{name}: done in {elapsed:.1f}s")
+        self.record(role, name, start)
+        self.say(role, f"{name}: done in {time.monotonic() - start:.1f}s")

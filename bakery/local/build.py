@@ -164,12 +164,19 @@ def _run_packer_build(
         )
         assert process.stdout is not None
         try:
+            step_started: tuple[str, float] | None = None
             for line in process.stdout:
                 log.write(line)
                 log.flush()
                 shown = _progress_line(line)
                 if shown:
                     progress.say(rendered.role, shown)
+                if (
+                    shown and shown.startswith("provisioner step: ")
+                ) or "Gracefully halting" in line:
+                    if step_started:  # a step ends where the next one (or the shutdown) starts
+                        progress.record(rendered.role, step_started[0], step_started[1])
+                    step_started = (shown or "", time.monotonic())
             process.wait()
         except BaseException:
             process.send_signal(signal.SIGINT)  # Packer's own cleanup: VM and output dir
@@ -187,7 +194,9 @@ def _run_packer_build(
 
 
 def _read_manifest(rendered: RenderedRole) -> dict[str, Any]:
-    folder = rendered.directory / "manifest"
+    # Packer 1.6's download of a folder may nest it once more; take it where it landed.
+    found_at = sorted((rendered.directory / "manifest").rglob("manifest.json"))
+    folder = found_at[0].parent if found_at else rendered.directory / "manifest"
     found: dict[str, Any] = {}
     if (folder / "manifest.json").is_file():
         found = json.loads((folder / "manifest.json").read_text())
