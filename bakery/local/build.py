@@ -9,6 +9,7 @@ removed whatever happens; a failed run leaves the previous image untouched.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -18,15 +19,16 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bakery.artifacts import prepare_artifacts, tree_hash
 from bakery.config import REPO_ROOT, BakeryConfig
-from bakery.errors import BakeryError, MissingTool, OperationFailed
+from bakery.errors import BadInput, BakeryError, MissingTool, OperationFailed
 from bakery.hcl import write_var_file
 from bakery.local.accelerator import choose_accelerator
 from bakery.local.base_image import BaseImage, ensure_base_image
@@ -80,6 +82,21 @@ def _inputs_hash(rendered: RenderedRole, base: BaseImage) -> str:
     ]
     digest.update(tree_hash(paths, rendered.directory).encode())
     return digest.hexdigest()[:16]
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """One `invoke build` at a time per checkout: two would fight over the images."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise BadInput(
+                f"another `invoke build` is running in this checkout ({lock_path} is locked): "
+                "wait for it, or stop it"
+            ) from exc
+        yield
 
 
 def _git_commit() -> str:
@@ -148,7 +165,11 @@ def _progress_line(line: str) -> str | None:
 
 
 def _run_packer_build(
-    rendered: RenderedRole, var_file: Path, log_path: Path, progress: Progress
+    rendered: RenderedRole,
+    var_file: Path,
+    log_path: Path,
+    progress: Progress,
+    running: list[subprocess.Popen[str]],
 ) -> None:
     """`packer build`, its full output kept in the role's log, its steps shown as progress."""
     command = [packer_binary(), "build", "-color=false", f"-var-file={var_file}", "."]
@@ -162,6 +183,7 @@ def _run_packer_build(
             text=True,
             env=env,
         )
+        running.append(process)  # so an interrupted run can stop every Packer it started
         assert process.stdout is not None
         try:
             step_started: tuple[str, float] | None = None
@@ -179,11 +201,7 @@ def _run_packer_build(
                     step_started = (shown or "", time.monotonic())
             process.wait()
         except BaseException:
-            process.send_signal(signal.SIGINT)  # Packer's own cleanup: VM and output dir
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            _stop_packer(process)
             raise
     if process.returncode != 0:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-12:])
@@ -191,6 +209,17 @@ def _run_packer_build(
             f"[{rendered.role}] packer build failed (exit {process.returncode}); "
             f"full log: {log_path.relative_to(REPO_ROOT)}\n{tail}"
         )
+
+
+def _stop_packer(process: subprocess.Popen[str]) -> None:
+    """Ctrl-C for Packer: it stops its VM and deletes its output; kill it if it hangs."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _read_manifest(rendered: RenderedRole) -> dict[str, Any]:
@@ -225,8 +254,21 @@ class LocalBuild:
         self.cache_dir = REPO_ROOT / configs[0].local.cache_dir
         self._accelerator: str | None = None
         self._base: BaseImage | None = None
+        # This run's renders and scratch: `invoke render` elsewhere cannot pull a
+        # folder from under a running Packer.
+        self.run_root = WORK_ROOT / f"build-{uuid.uuid4().hex[:8]}"
+        self._packers: list[subprocess.Popen[str]] = []
 
     def run(self, parallel: int) -> list[RoleResult]:
+        with _exclusive(BUILD_ROOT / ".build.lock"):
+            try:
+                return self._run(parallel)
+            finally:
+                for process in self._packers:
+                    _stop_packer(process)
+                shutil.rmtree(self.run_root, ignore_errors=True)
+
+    def _run(self, parallel: int) -> list[RoleResult]:
         for tool, package in [("qemu-system-x86_64", "qemu-system-x86"), ("xorriso", "xorriso")]:
             if shutil.which(tool) is None:
                 raise MissingTool(tool, f"install it with `apt-get install {package}`")
@@ -243,7 +285,8 @@ class LocalBuild:
         if todo:
             self._ensure_accelerator()
             workers = max(1, min(parallel, len(todo)))
-            with ThreadPoolExecutor(max_workers=workers) as pool:
+            pool = ThreadPoolExecutor(max_workers=workers)
+            try:
                 futures = {
                     cfg.role: pool.submit(self._build_role, cfg, rendered, inputs_hash)
                     for cfg, rendered, inputs_hash in todo
@@ -251,13 +294,19 @@ class LocalBuild:
                 }
                 for role, future in futures.items():
                     results[role] = future.result()
+            except BaseException:  # Ctrl-C lands here, in the main thread: stop the builds
+                for process in self._packers:
+                    _stop_packer(process)
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
         return [results[cfg.role] for cfg in self.configs]
 
     def _plan(self, cfg: BakeryConfig) -> tuple[BakeryConfig, RenderedRole, str | None]:
         """Render with artifacts; the inputs hash, or None when the image is current."""
         assert self._base is not None
         artifacts = prepare_artifacts(cfg, self.cache_dir, self.progress)
-        rendered = render_role(cfg, self.packer, artifacts=artifacts)
+        rendered = render_role(cfg, self.packer, build_root=self.run_root, artifacts=artifacts)
         inputs_hash = _inputs_hash(rendered, self._base)
         record = read_record(cfg.role)
         current = (
@@ -294,7 +343,7 @@ class LocalBuild:
         assert self._base is not None and self._accelerator is not None
         role = cfg.role
         started = time.time()
-        run_dir = WORK_ROOT / f"{role}-{uuid.uuid4().hex[:8]}"
+        run_dir = self.run_root / f"{role}-run"
         run_dir.mkdir(parents=True)
         log_dir = LOGS_ROOT / role
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -315,7 +364,7 @@ class LocalBuild:
                 },
             )
             with self.progress.step(role, f"packer build ({self._accelerator})"):
-                _run_packer_build(rendered, var_file, log_path, self.progress)
+                _run_packer_build(rendered, var_file, log_path, self.progress, self._packers)
             built = run_dir / "output" / f"{role}.qcow2"
             if not built.is_file():
                 raise OperationFailed(f"[{role}] packer reported success but wrote no {built}")
