@@ -1,0 +1,60 @@
+"""The local build's bookkeeping: inputs hash, the lock, records. No VM involved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bakery.config import load_config
+from bakery.errors import BadInput
+from bakery.local.base_image import BaseImage
+from bakery.local.build import _exclusive, _inputs_hash
+from bakery.packer import PackerVersion
+from bakery.render import RenderedRole, render_role
+
+BASE = BaseImage(Path("/nonexistent/base.qcow2"), "0" * 64, "base-inputs-1")
+
+
+def _rendered(tmp_path: Path, role: str, *sets: str):  # type: ignore[no-untyped-def]
+    return render_role(
+        load_config(role, "local", overrides=list(sets)), PackerVersion(1, 6, 6), tmp_path
+    )
+
+
+def test_inputs_hash_is_stable_for_the_same_inputs(tmp_path: Path) -> None:
+    first = _inputs_hash(_rendered(tmp_path / "a", "frontend"), BASE)
+    second = _inputs_hash(_rendered(tmp_path / "b", "frontend"), BASE)
+    assert first == second
+
+
+def test_inputs_hash_changes_with_config_stage_and_base(tmp_path: Path) -> None:
+    plain = _inputs_hash(_rendered(tmp_path / "a", "frontend"), BASE)
+    other_config = _inputs_hash(_rendered(tmp_path / "b", "frontend", "local.memory_mb=2048"), BASE)
+    assert plain != other_config
+    rendered = _rendered(tmp_path / "c", "frontend")
+    (rendered.stage / "artifacts" / "extra.txt").write_text("one more file for the image")
+    assert _inputs_hash(rendered, BASE) != plain
+    other_base = BaseImage(BASE.path, BASE.sha256, "base-inputs-2")
+    assert _inputs_hash(_rendered(tmp_path / "d", "frontend"), other_base) != plain
+
+
+def test_build_outputs_are_not_inputs(tmp_path: Path) -> None:
+    rendered = _rendered(tmp_path, "database")
+    before = _inputs_hash(rendered, BASE)
+    (rendered.directory / "packer-manifest.json").write_text("{}")
+    (rendered.directory / "manifest").mkdir()
+    (rendered.directory / "manifest" / "packages.txt").write_text("nginx 1.22")
+    assert _inputs_hash(rendered, BASE) == before
+
+
+def test_a_second_build_in_the_same_checkout_is_refused(tmp_path: Path) -> None:
+    lock = tmp_path / ".build.lock"
+    with (
+        _exclusive(lock),
+        pytest.raises(BadInput, match="another `invoke build` is running"),
+        _exclusive(lock),
+    ):
+        pass
+    with _exclusive(lock):  # released again afterwards
+        pass
