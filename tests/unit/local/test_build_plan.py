@@ -11,7 +11,7 @@ from bakery.errors import BadInput
 from bakery.local.base_image import BaseImage
 from bakery.local.build import _exclusive, _inputs_hash
 from bakery.packer import PackerVersion
-from bakery.render import RenderedRole, render_role
+from bakery.render import render_role
 
 BASE = BaseImage(Path("/nonexistent/base.qcow2"), "0" * 64, "base-inputs-1")
 
