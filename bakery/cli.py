@@ -14,7 +14,8 @@ from bakery import ROLES
 from bakery.config import BakeryConfig, load_config
 from bakery.errors import BadInput, BakeryError
 
-console = Console(stderr=True, highlight=False)
+# CI logs are not terminals: give tables room instead of 80 columns.
+console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 # The help text of the options every task shares.
 COMMON_HELP = {
