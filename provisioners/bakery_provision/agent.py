@@ -33,6 +33,8 @@ ROOTFS_FILES = (
     "/etc/systemd/system/bakery-agent-config.service",
     "/etc/systemd/system/amazon-cloudwatch-agent.service.d/10-bakery-agent-config.conf",
     "/usr/local/libexec/bakery/translate-agent-config",
+    # The on-instance check of everything above (and of the role's services).
+    "/usr/local/bin/appsignals-doctor",
 )
 
 

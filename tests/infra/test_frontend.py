@@ -1,0 +1,74 @@
+"""The frontend: nginx serves the page and sends /api/ to the backend named at launch."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from guest import http_get, sudo_lines, sudo_text
+
+ROLES = {"frontend"}
+
+UPSTREAM_FILE = "/etc/nginx/conf.d/bakery-upstream.conf"
+ACCESS_LOG = "/var/log/nginx/access.log"
+PAGE_SOURCE = Path(__file__).resolve().parents[2] / "app/frontend/index.html"
+
+
+def upstream_server(backend_url: str) -> str:
+    """nginx's `server` for a BACKEND_URL: host:port, port 80 when none is given."""
+    parts = urllib.parse.urlsplit(backend_url)
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    return f"{host}:{parts.port or 80}"
+
+
+def is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def page_title() -> str:
+    match = re.search(r"<title>(.*?)</title>", PAGE_SOURCE.read_text(encoding="utf-8"))
+    assert match, f"{PAGE_SOURCE} has no <title>"
+    return match.group(0)
+
+
+def test_nginx_config_is_valid(host: Any) -> None:
+    result = host.run("sudo nginx -t")
+    assert result.rc == 0, result.stderr
+
+
+def test_nginx_is_enabled_and_running(host: Any) -> None:
+    nginx = host.service("nginx")
+    assert nginx.is_enabled
+    assert nginx.is_running
+
+
+def test_page_is_served(host: Any) -> None:
+    status, body = http_get(host, "http://127.0.0.1/")
+    assert status == 200
+    assert page_title() in body
+
+
+def test_upstream_is_the_launch_time_backend(host: Any, expect: dict[str, Any]) -> None:
+    upstream = sudo_text(host, UPSTREAM_FILE)
+    assert f"server {upstream_server(expect['backend_url'])};" in upstream, upstream
+
+
+def test_api_is_proxied_to_the_backend(host: Any, expect: dict[str, Any]) -> None:
+    status, body = http_get(host, "http://127.0.0.1/api/health")
+    # 502/504: nginx tried the backend, which does not answer here; 200: it answered.
+    assert status in (200, 502, 504), f"{status}: {body[:200]}"
+    [logged] = sudo_lines(host, f"grep -F 'GET /api/health ' {ACCESS_LOG} | tail -n 1")
+    # The access log (bakery format) names the address nginx sent the request to: the
+    # backend's own for an IP address, whatever a DNS name resolved to otherwise.
+    used = re.search(r" upstream=(\S+)", logged)
+    assert used and used.group(1) != "-", logged
+    hostname = urllib.parse.urlsplit(expect["backend_url"]).hostname or ""
+    if is_ip_address(hostname):
+        assert used.group(1) == upstream_server(expect["backend_url"]), logged

@@ -1,0 +1,149 @@
+"""The telemetry proof: requests to the app become spans that carry the launch-time
+service.name and deployment.environment, and Application Signals metrics, all received
+by the local agent. With the test double (local images) what it received is copied off
+the instance and decoded; with the real agent (AWS) its log must show no export errors.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from guest import boot_time, copy_folder, http_get, poll, sudo_exists, sudo_text
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from tests.doubles.cloudwatch_agent.received import attributes_dict, decode_received
+
+ROLES = {"backend"}
+
+RECEIVED = "/opt/aws/amazon-cloudwatch-agent/var/testdouble/received"
+AGENT_LOG = "/opt/aws/amazon-cloudwatch-agent/logs/amazon-cloudwatch-agent.log"
+# Spans leave the app every few seconds; metrics every OTEL_METRIC_EXPORT_INTERVAL
+# (the gate launches with 5000 ms; the default is a minute).
+ARRIVAL_TIMEOUT_S = 90
+REQUESTS = ("/", "/health", "/users") * 4  # /users answers 503 without a database: a span too
+# The operation whose telemetry is looked for: one of the requests above.
+OPERATION = "GET /health"
+# What Application Signals derives from each server span, per operation.
+RED_METRICS = {"Latency", "Error", "Fault"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def telemetry_wanted(expect: dict[str, Any]) -> None:
+    if not expect["telemetry"]:
+        pytest.skip("the expect file says telemetry: false")
+
+
+@pytest.fixture(scope="module")
+def traffic(host: Any, expect: dict[str, Any]) -> list[int]:
+    """Send the app a few requests; their statuses."""
+    base = f"http://127.0.0.1:{expect['app_port']}"
+    return [http_get(host, base + path)[0] for path in REQUESTS]
+
+
+@pytest.fixture(scope="module")
+def double_only(expect: dict[str, Any]) -> None:
+    if expect["agent_package"] != "test-double":
+        pytest.skip("the real agent forwards to AWS and keeps nothing to inspect here")
+
+
+def received(host: Any, signal: str, local: Path) -> list[Any]:
+    """What the double received so far for a signal, copied off the instance and decoded."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{signal}-", dir=local))
+    if sudo_exists(host, f"{RECEIVED}/{signal}"):
+        copy_folder(host, f"{RECEIVED}/{signal}", folder)
+    return decode_received(folder, signal)
+
+
+def server_spans(requests: list[Any], operation: str) -> list[tuple[dict[str, Any], Any]]:
+    """(resource attributes, span) of the server spans of one operation."""
+    found = []
+    for request in requests:
+        for resource_spans in request.resource_spans:
+            resource = attributes_dict(resource_spans.resource.attributes)
+            for scope in resource_spans.scope_spans:
+                for span in scope.spans:
+                    named = attributes_dict(span.attributes).get("aws.local.operation")
+                    if span.kind == Span.SPAN_KIND_SERVER and named == operation:
+                        found.append((resource, span))
+    return found
+
+
+def red_metrics(requests: list[Any], operation: str) -> dict[str, set[str]]:
+    """Application Signals metric name -> the aws.local.service values seen for operation."""
+    found: dict[str, set[str]] = {}
+    for request in requests:
+        for resource_metrics in request.resource_metrics:
+            for scope in resource_metrics.scope_metrics:
+                for metric in scope.metrics:
+                    data = getattr(metric, metric.WhichOneof("data") or "gauge")
+                    for point in data.data_points:
+                        attributes = attributes_dict(point.attributes)
+                        if attributes.get("aws.local.operation") == operation:
+                            service = str(attributes.get("aws.local.service"))
+                            found.setdefault(metric.name, set()).add(service)
+    return found
+
+
+def test_the_app_answered(traffic: list[int]) -> None:
+    assert set(traffic) <= {200, 503}, traffic
+    assert 200 in traffic
+
+
+@pytest.mark.usefixtures("double_only", "traffic")
+def test_spans_carry_the_launch_time_service_and_environment(
+    host: Any, expect: dict[str, Any], tmp_path: Path
+) -> None:
+    spans = poll(
+        lambda: server_spans(received(host, "traces", tmp_path), OPERATION), ARRIVAL_TIMEOUT_S
+    )
+    assert spans, f"no {OPERATION} span reached the agent within {ARRIVAL_TIMEOUT_S}s"
+    wanted = {
+        "service.name": expect["service_name"],
+        "deployment.environment": expect["deployment_environment"],
+    }
+    resources = [resource for resource, _ in spans]
+    assert any(wanted.items() <= resource.items() for resource in resources), resources[0]
+
+
+@pytest.mark.usefixtures("double_only", "traffic")
+def test_application_signals_metrics_are_exported(
+    host: Any, expect: dict[str, Any], tmp_path: Path
+) -> None:
+    metrics = poll(
+        lambda: red_metrics(received(host, "metrics", tmp_path), OPERATION), ARRIVAL_TIMEOUT_S
+    )
+    assert metrics, (
+        f"no Application Signals metrics for {OPERATION} reached the agent within "
+        f"{ARRIVAL_TIMEOUT_S}s: is OTEL_METRIC_EXPORT_INTERVAL in the launch settings?"
+    )
+    assert set(metrics) >= RED_METRICS, sorted(metrics)
+    assert all(services == {expect["service_name"]} for services in metrics.values()), metrics
+
+
+def test_real_agent_log_shows_no_errors_since_boot(
+    host: Any, expect: dict[str, Any], traffic: list[int]
+) -> None:
+    if expect["agent_package"] == "test-double":
+        pytest.skip("the test double exports nothing; its received data is checked instead")
+    assert sudo_exists(host, AGENT_LOG)
+    booted = boot_time(host)
+    errors = [
+        line
+        for line in sudo_text(host, AGENT_LOG).splitlines()
+        if re.search(r"\bE!", line) and logged_at(line) >= booted
+    ]
+    assert errors == []
+
+
+def logged_at(line: str) -> float:
+    """The time of an agent log line (`2024-05-01T10:00:00Z E! ...`), 0 if it has none."""
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)Z", line)
+    if not match:
+        return 0.0
+    stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S")
+    return stamp.replace(tzinfo=datetime.timezone.utc).timestamp()
