@@ -11,7 +11,9 @@ Addresses and the database password reach the VMs as launch-time user data only.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +51,21 @@ def _link(mac: str, address: str) -> list[str]:
     """cloud-init bootcmd lines giving the NIC with `mac` a static address (systemd-networkd)."""
     unit = f"/etc/systemd/network/10-smoke-{mac.replace(':', '')}.network"
     body = f"[Match]\\nMACAddress={mac}\\n\\n[Network]\\nAddress={address}/24\\n"
-    return [f"printf '{body}' > {unit}", "networkctl reload"]
+    # A restart, not a reload: networkd leaves a link it already configured alone.
+    return [f"printf '{body}' > {unit}", "systemctl restart systemd-networkd"]
+
+
+def _wait_listening(port: int, timeout_s: float = 30) -> None:
+    """Wait until a local TCP port is in LISTEN state, without connecting to it (a QEMU
+    socket netdev takes the first connection as its peer)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout_s}s")
 
 
 @pytest.fixture(scope="session")
@@ -92,21 +108,24 @@ def three_tier() -> Iterator[ThreeTier]:
             )
         )
 
-    with ExitStack() as stack:
-        # Listeners first: a socket netdev that connects needs its peer to be up.
-        database = boot(
-            stack, "database",
+    with ExitStack() as stack, ThreadPoolExecutor(max_workers=3) as pool:
+        # All three boot at once. The two listening ends must be bound before the
+        # backend's QEMU connects; QEMU binds at start, long before the guest boots.
+        database = pool.submit(
+            boot, stack, "database",
             {"DB_NAME": "appdb", "DB_USER": "app", "DB_PASSWORD": password},
             _link(macs["database_b"], DATABASE_B),
             nic("b", macs["database_b"], f"listen=127.0.0.1:{port_b}"),
         )  # fmt: skip
-        frontend = boot(
-            stack, "frontend", {"BACKEND_URL": f"http://{BACKEND_A}:8000"},
+        frontend = pool.submit(
+            boot, stack, "frontend", {"BACKEND_URL": f"http://{BACKEND_A}:8000"},
             _link(macs["frontend_a"], FRONTEND_A),
-            nic("a", macs["frontend_a"], f"listen=127.0.0.1:{port_a}"), forward=(80,),
+            nic("a", macs["frontend_a"], f"listen=127.0.0.1:{port_a}"), (80,),
         )  # fmt: skip
-        backend = boot(
-            stack, "backend",
+        _wait_listening(port_a)
+        _wait_listening(port_b)
+        backend = pool.submit(
+            boot, stack, "backend",
             {"SERVICE_NAME": service_name, "DEPLOYMENT_ENVIRONMENT": environment,
              "DB_HOST": DATABASE_B, "DB_NAME": "appdb", "DB_USER": "app",
              "DB_PASSWORD": password, "OTEL_METRIC_EXPORT_INTERVAL": "5000"},
@@ -114,5 +133,7 @@ def three_tier() -> Iterator[ThreeTier]:
             nic("a", macs["backend_a"], f"connect=127.0.0.1:{port_a}")
             + nic("b", macs["backend_b"], f"connect=127.0.0.1:{port_b}"),
         )  # fmt: skip
-        yield ThreeTier(frontend, backend, database, frontend.forwards[80], service_name,
-                        environment)  # fmt: skip
+        up = ThreeTier(frontend.result(), backend.result(), database.result(), 0,
+                       service_name, environment)  # fmt: skip
+        up.frontend_http_port = up.frontend.forwards[80]
+        yield up

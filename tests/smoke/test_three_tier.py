@@ -18,7 +18,7 @@ RECEIVED = "/opt/aws/amazon-cloudwatch-agent/var/testdouble/received/traces"
 
 
 def _call(tier: ThreeTier, method: str, path: str, body: dict[str, Any] | None = None,
-          attempts: int = 30) -> tuple[int, Any]:  # fmt: skip
+          attempts: int = 60) -> tuple[int, Any]:  # fmt: skip
     """An HTTP call through the frontend's nginx, retried while the tiers settle."""
     data = json.dumps(body).encode() if body is not None else None
     url = f"http://127.0.0.1:{tier.frontend_http_port}{path}"
