@@ -13,6 +13,7 @@ killed process could not.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import subprocess
@@ -24,7 +25,7 @@ import uuid
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +39,8 @@ from bakery.aws.progress import INSTANCE_WAIT, say, waiting
 from bakery.aws.records import RECORDS_DIR, REPORTS_DIR, record_path, update_record
 from bakery.config import REPO_ROOT, BakeryConfig
 from bakery.errors import BadInput, BakeryError, MissingTool, OperationFailed
+from bakery.verify.gate import expectations, launch_settings
+from bakery.verify.vm import user_data
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -69,6 +72,8 @@ class InstanceUnderTest:
     key_file: Path
     junit_path: Path
     cfg: BakeryConfig
+    # The launch-time settings the instance was given as user data.
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,21 +122,25 @@ def failed_checks_from_junit(path: Path) -> tuple[str, ...]:
 def run_testinfra(target: InstanceUnderTest) -> CheckOutcome:
     """The default runner: `pytest tests/infra --hosts=ssh://user@host` with a JUnit report."""
     known_hosts = target.key_file.parent / "known_hosts"
+    # testinfra ignores --ssh-extra-args; an ssh config file is what it passes to ssh.
+    ssh_config = target.key_file.parent / "ssh_config"
+    ssh_config.write_text(
+        f"Host *\n  StrictHostKeyChecking accept-new\n  UserKnownHostsFile {known_hosts}\n"
+        f"  IdentityFile {target.key_file}\n  IdentitiesOnly yes\n  BatchMode yes\n"
+    )
+    expect_file = target.key_file.parent / "expect.json"
+    expect_file.write_text(json.dumps(expectations(target.cfg, target.settings)))
     command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "tests/infra",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        f"--hosts=ssh://{target.user}@{target.host}",
-        f"--ssh-identity-file={target.key_file}",
-        f"--ssh-extra-args=-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={known_hosts}",
-        f"--junitxml={target.junit_path}",
-    ]
+        sys.executable, "-m", "pytest", "tests/infra", "-q", "-p", "no:cacheprovider",
+        "-o", "addopts=", f"--hosts=ssh://{target.user}@{target.host}",
+        f"--ssh-config={ssh_config}", f"--bakery-role={target.role}",
+        f"--bakery-expect={expect_file}", f"--junitxml={target.junit_path}",
+    ]  # fmt: skip
     env = {"BAKERY_ROLE": target.role, "BAKERY_TARGET": "aws", "BAKERY_AMI_ID": target.ami_id}
-    result = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, **env}, check=False)
+    try:
+        result = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, **env}, check=False)
+    finally:
+        expect_file.unlink(missing_ok=True)  # it holds the launch-time database password
     failed = failed_checks_from_junit(target.junit_path)
     if result.returncode != 0 and not failed:
         failed = (f"pytest exited {result.returncode} before any check failed",)
@@ -318,9 +327,12 @@ def _launch(
     key_name: str,
     group_id: str,
     values: dict[str, str],
+    settings: dict[str, str],
 ) -> str:
     request: RunInstancesRequestTypeDef = {
         "ImageId": ami_id,
+        # Launch-time settings arrive as user data, exactly as for any instance.
+        "UserData": user_data(None, settings),
         "InstanceType": cfg.aws.instance_type,  # type: ignore[typeddict-item]
         "MinCount": 1,
         "MaxCount": 1,
@@ -407,7 +419,8 @@ def verify_image(
         group_id = cfg.aws.security_group_id or _create_security_group(
             ec2, cleanup, cfg, name, str(cidr), values, sleep
         )
-        instance_id = _launch(ec2, cleanup, cfg, ami_id, name, group_id, values)
+        settings = launch_settings(cfg)
+        instance_id = _launch(ec2, cleanup, cfg, ami_id, name, group_id, values, settings)
         host = _wait_until_reachable(ec2, instance_id)
         target = InstanceUnderTest(
             role=cfg.role,
@@ -418,6 +431,7 @@ def verify_image(
             key_file=key_file,
             junit_path=junit_path,
             cfg=cfg,
+            settings=settings,
         )
         outcome = runner(target)
         # Recorded before clean-up, so a group that will not delete cannot lose the verdict.

@@ -78,10 +78,12 @@ def launch_env_file(settings: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def user_data(public_key: str, settings: Mapping[str, str], bootcmd: Sequence[str] = ()) -> str:
-    """Standard NoCloud user data: the test key and the launch-time settings file."""
+def user_data(
+    public_key: str | None, settings: Mapping[str, str], bootcmd: Sequence[str] = ()
+) -> str:
+    """Standard cloud-init user data: the launch-time settings file, and the test key
+    where no key pair provides it (on EC2 the launch's KeyName does)."""
     document: dict[str, object] = {
-        "ssh_authorized_keys": [public_key],
         "write_files": [
             {
                 "path": "/etc/bakery/launch.env",
@@ -91,6 +93,10 @@ def user_data(public_key: str, settings: Mapping[str, str], bootcmd: Sequence[st
             }
         ],
     }
+    if public_key:
+        document["ssh_authorized_keys"] = [public_key]
+    if public_key:
+        document["ssh_authorized_keys"] = [public_key]
     if bootcmd:
         document["bootcmd"] = list(bootcmd)
     # JSON is YAML: no YAML emitter needed, and nothing in it can be misquoted.

@@ -6,6 +6,8 @@ runner is a function that records what it was given and answers pass or fail.
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +114,20 @@ def test_launch_uses_imdsv2_profile_tags_and_a_32_only_group(
     [target] = runner.seen
     assert target.user == "admin" and target.host
     assert len(runner.key_pairs) == 1
+
+
+def test_launch_time_settings_reach_the_instance_as_user_data(ec2: Any, tmp_path: Path) -> None:
+    make_image(status=tags.BUILT)
+    runner = Runner(CheckOutcome(True))
+    run(tmp_path, runner)
+    [target] = runner.seen
+    attribute = ec2.describe_instance_attribute(InstanceId=target.instance_id, Attribute="userData")
+    document = base64.b64decode(attribute["UserData"]["Value"]).decode()
+    assert document.startswith("#cloud-config\n")
+    [launch] = json.loads(document.split("\n", 1)[1])["write_files"]
+    assert launch["path"] == "/etc/bakery/launch.env" and launch["permissions"] == "0600"
+    for key, value in target.settings.items():  # the values the suites will expect
+        assert f'{key}="{value}"' in launch["content"]
 
 
 def test_success_tags_verified_and_removes_everything(ec2: Any, tmp_path: Path) -> None:
