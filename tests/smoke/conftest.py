@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bakery.config import load_config
+from bakery.config import REPO_ROOT, BakeryConfig, load_config
 from bakery.local.accelerator import choose_accelerator
 from bakery.local.build import WORK_ROOT, image_dir, read_record
 from bakery.verify.vm import BootedVM, booted, end_stale_boots, free_port
@@ -68,17 +68,26 @@ def _wait_listening(port: int, timeout_s: float = 30) -> None:
     raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout_s}s")
 
 
+def accelerator_for(cfg: BakeryConfig) -> str:
+    """KVM or TCG, as the build decided (the probe's answer is cached per host)."""
+    record = read_record("backend") or {}
+    base = record.get("base_image", {}).get("inputs_hash", "")
+    cache = REPO_ROOT / cfg.local.cache_dir
+    accelerator, _ = choose_accelerator(
+        cfg.local.accelerator,
+        cache / "base" / base / "vmlinuz",
+        cache / "base" / base / "initrd.img",
+        cache / "accelerator.json",
+    )
+    return accelerator
+
+
 @pytest.fixture(scope="session")
 def three_tier() -> Iterator[ThreeTier]:
     end_stale_boots(SMOKE_WORK)
     images = {role: _image(role) for role in ("frontend", "backend", "database")}
     cfg = {role: load_config(role, "local") for role in images}
-    base = (read_record("backend") or {})["base_image"]["inputs_hash"]
-    folder = Path(cfg["backend"].local.cache_dir).resolve() / "base" / base
-    accelerator, _ = choose_accelerator(
-        cfg["backend"].local.accelerator, folder / "vmlinuz", folder / "initrd.img",
-        Path(cfg["backend"].local.cache_dir).resolve() / "accelerator.json",
-    )  # fmt: skip
+    accelerator = accelerator_for(cfg["backend"])
     password = secrets.token_urlsafe(18)
     service_name, environment = "smoke-backend", "smoke"
     port_a, port_b = free_port(), free_port()

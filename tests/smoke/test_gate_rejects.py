@@ -1,0 +1,55 @@
+"""The gate rejects an image that breaks a promise: here, a backend whose agent config
+has lost `application_signals` (what the original manual guide shipped).
+
+The image is broken at launch, before the agent config is translated, by user data
+that strips the setting from the baked file; then the very suites the gate runs are
+run against it. They must fail, and fail naming the cause, doctor included.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bakery.config import load_config
+from bakery.verify.gate import expectations, launch_settings, read_junit, run_suites
+from bakery.verify.vm import booted, end_stale_boots
+from tests.smoke.conftest import SMOKE_WORK, _image, accelerator_for
+
+pytestmark = pytest.mark.slow
+AGENT_CONFIG = "/opt/aws/amazon-cloudwatch-agent/etc/bakery/agent-config.json"
+# Runs in cloud-init.service; bakery-agent-config.service translates only after it.
+DROP_APPLICATION_SIGNALS = (
+    "python3 -c \"import json; p='" + AGENT_CONFIG + "'; c=json.load(open(p)); "
+    "c.pop('traces', None); c['logs'].pop('metrics_collected', None); "
+    "json.dump(c, open(p, 'w'))\""
+)
+
+
+def test_gate_rejects_a_backend_without_application_signals(tmp_path: Path) -> None:
+    end_stale_boots(SMOKE_WORK)
+    cfg = load_config("backend", "local")
+    settings = launch_settings(cfg)
+    expect_file = tmp_path / "expect.json"
+    expect_file.write_text(json.dumps(expectations(cfg, settings)))
+    junit = tmp_path / "junit.xml"
+    with booted(
+        _image("backend"),
+        "broken-backend",
+        settings,
+        SMOKE_WORK,
+        accelerator_for(cfg),
+        cfg.local.cpus,
+        cfg.local.memory_mb,
+        cfg.verify.boot_timeout_s,
+        bootcmd=[DROP_APPLICATION_SIGNALS],
+    ) as vm:
+        result = run_suites(vm.testinfra_host, vm.ssh_config, "backend", expect_file, junit)
+    passed, failed, _, failures = read_junit(junit)
+    assert result.returncode != 0 and failed > 0, result.stdout[-2000:]
+    failing = " ".join(failures)
+    assert "test_backend_agent_config_turns_on_application_signals" in failing
+    assert "test_doctor" in failing  # the on-instance doctor names it too
+    assert passed > 0  # the rest of the image still keeps its promises
