@@ -282,3 +282,31 @@ def test_no_role_to_be_found_is_a_usage_error(
 
     assert code == 2
     assert "--role" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("shown", "state"),
+    [
+        ("ActiveState=active\nSubState=running\nNRestarts=0\n", "active"),
+        ("ActiveState=failed\nSubState=failed\nNRestarts=5\n", "failed"),
+        (
+            "ActiveState=activating\nSubState=auto-restart\nNRestarts=3\n",
+            "failing and restarting (3 restarts so far)",
+        ),
+        ("", "unknown"),
+    ],
+)
+def test_unit_state_calls_a_crash_loop_what_it_is(
+    doctor: ModuleType, monkeypatch: pytest.MonkeyPatch, shown: str, state: str
+) -> None:
+    """`Restart=always` keeps a broken app `activating` forever; the row must not read
+    like "nearly up". systemctl's answer is given here, as `systemctl show` prints it."""
+    asked: list[list[str]] = []
+
+    def systemctl_show(argv: list[str], **_: Any) -> Any:
+        asked.append(argv)
+        return doctor.subprocess.CompletedProcess(argv, 0, stdout=shown, stderr="")
+
+    monkeypatch.setattr(doctor.subprocess, "run", systemctl_show)
+    assert doctor.SystemProbes().unit_state("fastapi-otel.service") == state
+    assert asked[0][:2] == ["systemctl", "show"] and asked[0][-1] == "fastapi-otel.service"
