@@ -16,7 +16,14 @@ from invoke import task
 
 from bakery.artifacts import prepare_artifacts
 from bakery.aws import pipeline as aws_pipeline
-from bakery.aws.tasks import enable_application_signals, iam, janitor, prune, release
+from bakery.aws.tasks import (
+    enable_application_signals,
+    iam,
+    janitor,
+    launch_template,
+    prune,
+    release,
+)
 from bakery.aws.tasks import show_images as show_aws_images
 from bakery.cli import COMMON_HELP, console, exits_cleanly, load_configs
 from bakery.config import REPO_ROOT, BakeryConfig, json_schema
@@ -37,7 +44,7 @@ from bakery.verify.gate import Verdict, verify_local
 
 ITERABLE = ["role", "set"]
 # Release-side tasks live with the AWS code; listed here so `invoke --list` shows them.
-AWS_TASKS = (release, prune, janitor, iam, enable_application_signals)
+AWS_TASKS = (release, prune, janitor, iam, enable_application_signals, launch_template)
 
 
 def _render_all(

@@ -1,8 +1,10 @@
 """The IAM policy documents bakery's images and pipeline need, as data.
 
-- `instance-<role>`: the instance role of each role's instances: what the managed
-  CloudWatchAgentServerPolicy grants, scoped to the role's log groups where IAM allows,
-  plus X-Ray sampling and telemetry and reading the launch-time secrets from SSM.
+- `instance-<role>`: the policy of the instance role of each role's instances
+  (`bakery-<role>`, and its instance profile of the same name, which launch templates
+  name): what the managed CloudWatchAgentServerPolicy grants, scoped to the role's log
+  groups where IAM allows, plus X-Ray sampling and telemetry and reading the
+  launch-time secrets from SSM.
 - `pipeline`: what bakery and Packer's amazon-ebs builder need, scoped to the
   configured regions, to bakery's tags and to the SSM prefix where IAM allows.
 
@@ -27,6 +29,12 @@ DEFAULT_SECRET_PATH = "/bakery/secrets/"
 # The log group the agent writes Application Signals' metrics to (as EMF).
 APPLICATION_SIGNALS_LOG_GROUP = "/aws/application-signals/data"
 APPLICATION_SIGNALS_SERVICE = "application-signals.cloudwatch.amazonaws.com"
+
+
+def instance_role_name(role: str) -> str:
+    """The instance role of a role's instances, and its instance profile: one name for
+    both, as the console makes them, so that a launch template can name the profile."""
+    return f"bakery-{role}"
 
 
 def _statement(

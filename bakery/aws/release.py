@@ -60,7 +60,7 @@ class ReleaseResult:
 def check_environment(environment: str) -> str:
     if not _ENVIRONMENT.match(environment):
         raise BadInput(
-            f"environment {environment!r}: use 1-32 lower-case letters, digits and '-', "
+            f"--environment {environment!r}: use 1-32 lower-case letters, digits and '-', "
             "e.g. production, staging, dev"
         )
     return environment

@@ -1,4 +1,5 @@
-"""The tags bakery puts on AMIs, snapshots and test resources, and what they mean.
+"""The tags bakery puts on AMIs, snapshots, test resources and launched instances, and
+what they mean.
 
 Tags are the state of the AWS side: an AMI's status (built, verified, rejected), the
 environments it was promoted to, where a copy came from, and when a test resource
@@ -29,6 +30,8 @@ COPIED_FROM = "bakery:copied-from"
 COPIED_FROM_REGION = "bakery:copied-from-region"
 PURPOSE = "bakery:purpose"
 EXPIRES_AT = "bakery:expires-at"
+# On instances launched from a launch template: the environment they belong to.
+ENVIRONMENT = "bakery:environment"
 # One tag per environment, so promotions to several environments coexist; the value
 # is when it happened (ISO 8601, UTC).
 PROMOTED_PREFIX = "bakery:promoted-"

@@ -3,7 +3,9 @@ a bakery.aws call, a table or a line out, and exit codes from `exits_cleanly`.""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from invoke.context import Context
@@ -11,9 +13,23 @@ from invoke.tasks import task
 from rich.table import Table
 
 from bakery.aws.appsignals import enable_application_signals as start_discovery
-from bakery.aws.iam import DEFAULT_SECRET_PATH, iam_documents, write_iam_documents
+from bakery.aws.iam import (
+    DEFAULT_SECRET_PATH,
+    iam_documents,
+    instance_role_name,
+    write_iam_documents,
+)
 from bakery.aws.images import list_images
 from bakery.aws.janitor import janitor as find_expired
+from bakery.aws.launch import (
+    example_user_data,
+    launch_template_data,
+    promoted_image,
+    read_user_data,
+    template_json,
+    user_data_warnings,
+    write_template_data,
+)
 from bakery.aws.prune import prune as decide_prune
 from bakery.aws.release import release as promote
 from bakery.cli import COMMON_HELP, console, exits_cleanly, load_configs
@@ -184,3 +200,55 @@ def iam(
         console.print(
             f"wrote {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}"
         )
+
+
+@task(
+    name="launch-template",
+    iterable=["set"],
+    help={
+        "role": "the role the instances run: backend, frontend or database",
+        "environment": "the environment whose released AMI they launch, e.g. staging",
+        "user_data": "cloud-init user data file (default: docs/examples/user-data/ROLE.yaml, "
+        "an example to copy and edit)",
+        "instance_profile": f"instance profile to attach (default: {instance_role_name('ROLE')}, "
+        "whose role has the policy iam/instance-ROLE.json)",
+        "output": "write the JSON to this file instead of printing it",
+        "config": COMMON_HELP["config"],
+        "set": COMMON_HELP["set"],
+    },
+)
+@exits_cleanly
+def launch_template(
+    c: Context,
+    role: str,
+    environment: str,
+    user_data: str | None = None,
+    instance_profile: str | None = None,
+    output: str | None = None,
+    config: str | None = None,
+    set: list[str] | None = None,
+) -> None:
+    """Print the launch template data that launches the role's released AMI (resolve:ssm)."""
+    (cfg,) = load_configs([role], "aws", config, set)
+    path = Path(user_data) if user_data else example_user_data(cfg.role)
+    content = read_user_data(path)
+    data = launch_template_data(cfg, environment, content, instance_profile)
+    ami_id = promoted_image(cfg, environment)
+    console.print(f"{data['ImageId']} now resolves to {ami_id}")
+    if not user_data:
+        console.print(
+            f"user data: the example {path.relative_to(REPO_ROOT)}; for real instances copy "
+            "it, put in your addresses and pass --user-data FILE"
+        )
+    for warning in user_data_warnings(cfg, environment, content):
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+    if not output:
+        sys.stdout.write(template_json(data))
+        return
+    write_template_data(data, Path(output))
+    name = f"bakery-{cfg.role}-{environment}"
+    console.print(
+        f"wrote {output}; create the template with:\n  aws ec2 create-launch-template "
+        f"--region {cfg.aws.region} --launch-template-name {name} "
+        f"--launch-template-data file://{output}"
+    )
