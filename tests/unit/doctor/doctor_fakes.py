@@ -3,17 +3,21 @@ with the doctor's system probes (systemctl, HTTP, instance metadata) replaced by
 
 from __future__ import annotations
 
+import functools
 import importlib.machinery
 import importlib.util
 import json
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
 from bakery.agent_config import agent_config
 from bakery.config import load_config
+from bakery.packer import PackerVersion
+from bakery.render import render_role
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DOCTOR = REPO_ROOT / "rootfs/common/usr/local/bin/appsignals-doctor"
@@ -22,6 +26,15 @@ AGENT_HOME = "opt/aws/amazon-cloudwatch-agent"
 BOOT_ID = "0f8e2d4c-1111-4222-8333-944455556666"
 BOOT_TIME = 1_700_000_000
 PASSWORD = "s3cret-'launch'-password"
+
+
+@functools.cache
+def rendered_app_unit() -> str:
+    """The backend's fastapi-otel.service exactly as a bake renders it."""
+    with tempfile.TemporaryDirectory() as scratch:
+        cfg = load_config("backend", "local")
+        stage = render_role(cfg, PackerVersion(1, 6, 6), Path(scratch)).stage
+        return (stage / "rootfs/etc/systemd/system/fastapi-otel.service").read_text()
 
 
 def load_doctor() -> ModuleType:
@@ -71,12 +84,7 @@ class FakeInstance:
         self.probes = FakeProbes()
         cfg = load_config("backend", "local")
         self.write("usr/local/libexec/bakery/launch_settings.py", LAUNCH_SETTINGS.read_text())
-        self.write(
-            "etc/systemd/system/fastapi-otel.service",
-            "[Service]\nExecStart=/opt/app/venv/bin/opentelemetry-instrument "
-            f"/opt/app/venv/bin/uvicorn main:app --host 0.0.0.0 --port {cfg.app.port} "
-            "--workers 1\n",
-        )
+        self.write("etc/systemd/system/fastapi-otel.service", rendered_app_unit())
         self.write(
             "etc/bakery/defaults.env",
             f"SERVICE_NAME={cfg.service.name}\nDEPLOYMENT_ENVIRONMENT={cfg.service.environment}\n"

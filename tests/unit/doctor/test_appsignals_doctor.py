@@ -310,3 +310,53 @@ def test_unit_state_calls_a_crash_loop_what_it_is(
     monkeypatch.setattr(doctor.subprocess, "run", systemctl_show)
     assert doctor.SystemProbes().unit_state("fastapi-otel.service") == state
     assert asked[0][:2] == ["systemctl", "show"] and asked[0][-1] == "fastapi-otel.service"
+
+
+def _add_to_launch_env(instance: FakeInstance, lines: str) -> None:
+    launch = instance.root / "etc/bakery/launch.env"
+    instance.write_launch_env(launch.read_text() + lines)
+
+
+def test_otel_tuning_in_launch_env_is_fine_and_named(
+    doctor: ModuleType, instance: FakeInstance, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The same value as the unit's is no override either.
+    _add_to_launch_env(instance, "OTEL_METRIC_EXPORT_INTERVAL=5000\nOTEL_TRACES_SAMPLER=xray\n")
+
+    code, document = diagnose(doctor, instance, capsys)
+
+    assert code == 0
+    otel = rows(document, "ok")["OTEL settings"]
+    assert otel["detail"].endswith("tuned by /etc/bakery/launch.env: OTEL_METRIC_EXPORT_INTERVAL")
+
+
+def test_otel_override_of_the_agent_wiring_fails_naming_it(
+    doctor: ModuleType, instance: FakeInstance, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _add_to_launch_env(
+        instance, "OTEL_TRACES_SAMPLER=always_on\nOTEL_AWS_APPLICATION_SIGNALS_ENABLED=false\n"
+    )
+
+    code, document = diagnose(doctor, instance, capsys)
+
+    assert code == 1
+    failed = rows(document, "FAIL")
+    assert list(failed) == ["OTEL settings"]
+    assert (
+        "OTEL_AWS_APPLICATION_SIGNALS_ENABLED, OTEL_TRACES_SAMPLER"
+        in failed["OTEL settings"]["detail"]
+    )
+    assert "systemctl restart fastapi-otel" in failed["OTEL settings"]["fix"]
+
+
+def test_otel_resource_attributes_in_launch_env_warn_that_they_are_ignored(
+    doctor: ModuleType, instance: FakeInstance, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _add_to_launch_env(instance, "OTEL_RESOURCE_ATTRIBUTES=service.name=other\n")
+
+    code, document = diagnose(doctor, instance, capsys)
+
+    assert code == 0
+    warned = rows(document, "warn")
+    assert list(warned) == ["OTEL settings"]
+    assert "SERVICE_NAME and DEPLOYMENT_ENVIRONMENT" in warned["OTEL settings"]["fix"]
