@@ -28,6 +28,7 @@ from bakery.verify.vm import BootedVM, booted, end_stale_boots, free_port
 SMOKE_WORK = WORK_ROOT / "smoke"
 FRONTEND_A, BACKEND_A = "10.77.1.1", "10.77.1.2"
 DATABASE_B, BACKEND_B = "10.77.2.1", "10.77.2.2"
+LAUNCH_ENV_RESOURCE_ATTRIBUTES = "service.name=not-from-launch-env"
 
 
 @dataclass
@@ -137,7 +138,9 @@ def three_tier() -> Iterator[ThreeTier]:
             boot, stack, "backend",
             {"SERVICE_NAME": service_name, "DEPLOYMENT_ENVIRONMENT": environment,
              "DB_HOST": DATABASE_B, "DB_NAME": "appdb", "DB_USER": "app",
-             "DB_PASSWORD": password, "OTEL_METRIC_EXPORT_INTERVAL": "5000"},
+             "DB_PASSWORD": password, "OTEL_METRIC_EXPORT_INTERVAL": "5000",
+             # Ignored by design: the unit builds it from the two settings above.
+             "OTEL_RESOURCE_ATTRIBUTES": LAUNCH_ENV_RESOURCE_ATTRIBUTES},
             _link(macs["backend_a"], BACKEND_A) + _link(macs["backend_b"], BACKEND_B),
             nic("a", macs["backend_a"], f"connect=127.0.0.1:{port_a}")
             + nic("b", macs["backend_b"], f"connect=127.0.0.1:{port_b}"),

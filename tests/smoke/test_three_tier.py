@@ -6,12 +6,15 @@ import base64
 import json
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from bakery.config import load_config
+from bakery.verify.vm import BootedVM
 from tests.doubles.cloudwatch_agent.received import attributes_dict, decode_received
-from tests.smoke.conftest import DATABASE_B, ThreeTier
+from tests.smoke.conftest import DATABASE_B, LAUNCH_ENV_RESOURCE_ATTRIBUTES, ThreeTier
 
 pytestmark = pytest.mark.slow
 RECEIVED = "/opt/aws/amazon-cloudwatch-agent/var/testdouble/received/traces"
@@ -91,3 +94,95 @@ def test_users_round_trip_through_all_three_tiers(three_tier: ThreeTier, tmp_pat
     assert any("INSERT" in str(span.get("db.statement", span["name"])) for span in db_spans)
     peers = {str(span.get("net.peer.name") or span.get("server.address")) for span in db_spans}
     assert DATABASE_B in peers
+
+
+def test_otel_settings_in_launch_env_reach_the_app_but_not_its_resource(
+    three_tier: ThreeTier,
+) -> None:
+    """docs/launch-settings.md: any other OTEL_* line reaches the app and wins, while
+    OTEL_RESOURCE_ATTRIBUTES always comes from SERVICE_NAME and DEPLOYMENT_ENVIRONMENT."""
+    environ = three_tier.backend.ssh(
+        "sudo cat /proc/$(systemctl show -p MainPID --value fastapi-otel)/environ"
+    )
+    variables = dict(line.split("=", 1) for line in environ.stdout.split("\0") if "=" in line)
+    assert variables.get("OTEL_METRIC_EXPORT_INTERVAL") == "5000", environ.stderr
+    assert variables["OTEL_RESOURCE_ATTRIBUTES"] == (
+        f"service.name={three_tier.service_name},deployment.environment={three_tier.environment}"
+    )
+    assert LAUNCH_ENV_RESOURCE_ATTRIBUTES not in variables["OTEL_RESOURCE_ATTRIBUTES"]
+
+
+# ---------------------------------------------------------------------------------------
+# The on-instance doctor, on the running system: it passes on every tier, and when the
+# backend breaks in the two ways the manual guide's troubleshooting covered (the agent
+# stopped, the app failed) it fails naming that cause, and the fix it prints works.
+# These run last: they break the backend (and mend it) after the round trip above.
+
+DOCTOR = "sudo /usr/local/bin/appsignals-doctor --json"
+APP_DIR = load_config("backend", "local").app.dir
+INSTRUMENT = f"{APP_DIR}/venv/bin/opentelemetry-instrument"
+APP_LOG = "/var/log/bakery/fastapi-otel.log"
+
+
+def _doctor(vm: BootedVM) -> tuple[int, dict[str, dict[str, str]]]:
+    """The doctor's exit code and its FAIL rows, by check name."""
+    result = vm.ssh(DOCTOR)
+    document = json.loads(result.stdout)
+    failed = {row["check"]: row for row in document["checks"] if row["status"] == "FAIL"}
+    return result.returncode, failed
+
+
+def _doctor_until(vm: BootedVM, done: Callable[[int, dict[str, dict[str, str]]], bool],
+                  timeout_s: float = 90) -> tuple[int, dict[str, dict[str, str]]]:  # fmt: skip
+    """Ask the doctor again until `done` holds: units take a moment to stop and start."""
+    deadline = time.monotonic() + timeout_s
+    answer = _doctor(vm)
+    while not done(*answer) and time.monotonic() < deadline:
+        time.sleep(3)
+        answer = _doctor(vm)
+    return answer
+
+
+def _passes(code: int, failed: dict[str, dict[str, str]]) -> bool:
+    return code == 0 and not failed
+
+
+def test_doctor_passes_on_every_tier(three_tier: ThreeTier) -> None:
+    for vm in (three_tier.frontend, three_tier.backend, three_tier.database):
+        code, failed = _doctor_until(vm, _passes)
+        assert (code, failed) == (0, {}), vm.name
+
+
+def test_doctor_names_a_stopped_agent_and_its_fix_works(three_tier: ThreeTier) -> None:
+    backend = three_tier.backend
+    assert backend.ssh("sudo systemctl stop amazon-cloudwatch-agent").returncode == 0
+
+    code, failed = _doctor_until(backend, lambda code, failed: "agent service" in failed)
+    assert code == 1
+    assert "inactive" in failed["agent service"]["detail"], failed
+    # Its ports go with it; nothing else is blamed.
+    assert set(failed) <= {"agent service", "agent ports"}, failed
+
+    fix = failed["agent service"]["fix"].split(";")[0]
+    assert fix == "systemctl restart amazon-cloudwatch-agent"
+    assert backend.ssh(f"sudo {fix}").returncode == 0
+    assert _doctor_until(backend, _passes) == (0, {})
+
+
+def test_doctor_names_a_failed_app_and_its_fix_works(three_tier: ThreeTier) -> None:
+    backend = three_tier.backend
+    # A venv that lost the OTEL distro's launcher: systemd cannot start the app, and
+    # `Restart=always` keeps trying.
+    backend.ssh(f"sudo mv {INSTRUMENT} {INSTRUMENT}.lost && sudo systemctl restart fastapi-otel")
+    try:
+        code, failed = _doctor_until(backend, lambda code, failed: "fastapi-otel" in failed)
+        assert code == 1
+        assert set(failed) == {"fastapi-otel", "app /health"}, failed
+        assert "failing and restarting" in failed["fastapi-otel"]["detail"]
+        assert failed["fastapi-otel"]["fix"].startswith("journalctl -u fastapi-otel -b")
+        # The app's log, where the fix points, says why.
+        assert INSTRUMENT in backend.ssh(f"sudo tail -n 20 {APP_LOG}").stdout
+    finally:
+        backend.ssh(f"sudo mv {INSTRUMENT}.lost {INSTRUMENT}")
+    assert backend.ssh("sudo systemctl restart fastapi-otel").returncode == 0
+    assert _doctor_until(backend, _passes) == (0, {})
