@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,11 @@ from bakery.render import RenderedRole
 from .conftest import make_config
 
 
-def fake_packer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+def fake_packer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str, shebang: str = "#!/bin/sh"
+) -> None:
     path = tmp_path / "packer"
-    path.write_text("#!/bin/sh\n" + script)
+    path.write_text(f"{shebang}\n{script}")
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setattr(build, "packer_binary", lambda: str(path))
 
@@ -47,10 +50,20 @@ def test_ctrl_c_is_forwarded_and_packer_may_clean_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     marker = tmp_path / "cleaned-up"
+    # Python, not sh: like Packer (Go's signal.Notify) it takes SIGINT even when it was
+    # started with SIGINT ignored, as in a background job of a CI shell; sh cannot.
     fake_packer(
         tmp_path,
         monkeypatch,
-        f"trap 'touch {marker}; exit 1' INT\necho started\nwhile true; do sleep 0.1; done\n",
+        "import pathlib, signal, sys, time\n"
+        "def clean_up(*_):\n"
+        f"    pathlib.Path({str(marker)!r}).touch()\n"
+        "    sys.exit(1)\n"
+        "signal.signal(signal.SIGINT, clean_up)\n"
+        "print('started', flush=True)\n"
+        "while True:\n"
+        "    time.sleep(0.1)\n",
+        shebang=f"#!{sys.executable}",
     )
 
     def interrupt(*args: Any, **kwargs: Any) -> None:
