@@ -21,7 +21,7 @@ from bakery.render import RenderedRole
 def _stand_in_run_inputs(rendered: RenderedRole, scratch: Path) -> dict[str, Any]:
     values: dict[str, Any] = {"inputs_hash": "validate-only", "git_commit": "validate-only"}
     if rendered.target != "local":
-        return values
+        return {**values, "run_id": "validate-only"}
     base = scratch / "base.qcow2"
     base.write_bytes(b"")
     key = scratch / "build_key"

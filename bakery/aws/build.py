@@ -6,7 +6,9 @@ AMI of *this* run is read from `packer-manifest.json` (appended across runs) by 
 (Packer 1.6 does not tag every snapshot reliably), applies the post-build guarantees
 the rendered template could not express (IMDSv2-only, deprecation, organisation
 sharing) and writes the build record. Any failure, Ctrl-C included, removes whatever
-AMI and snapshot this run left behind: an image is either complete or absent.
+AMI and snapshot this run left behind: an image is either complete or absent. Each run
+has its own id, which Packer tags on the build instance, its volumes, the AMI and its
+snapshots.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 import signal
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -147,7 +150,7 @@ def stream_packer(args: list[str], cwd: Path, log_path: Path) -> None:
 
 
 def manifest_run_uuids(manifest: Path) -> set[str]:
-    """The run ids already in the manifest (Packer appends one entry per run)."""
+    """Packer's run uuids already in the manifest (Packer appends one entry per run)."""
     if not manifest.exists():
         return set()
     data = json.loads(manifest.read_text(encoding="utf-8"))
@@ -155,7 +158,7 @@ def manifest_run_uuids(manifest: Path) -> set[str]:
 
 
 def this_run_artifact(manifest: Path, earlier: set[str], region: str) -> tuple[str, str]:
-    """(run id, AMI id) of the run that just finished, from Packer's manifest."""
+    """(Packer's run uuid, AMI id) of the run that just finished, from the manifest."""
     data: dict[str, Any] = (
         json.loads(manifest.read_text(encoding="utf-8")) if manifest.exists() else {}
     )
@@ -204,6 +207,11 @@ def apply_post_build_guarantees(
                 raise OperationFailed(f"bakery does not know how to apply {guarantee!r}")
         done.append(guarantee)
     return done
+
+
+def new_run_id() -> str:
+    """A fresh id for one build run, tagged on everything the run creates."""
+    return uuid.uuid4().hex
 
 
 @dataclass(frozen=True)
@@ -305,6 +313,7 @@ class BuildRecord:
     git_commit: str
     packer_version: str
     packer_run_uuid: str
+    run_id: str
     built_at: str
     snapshot_ids: tuple[str, ...]
     post_build: tuple[str, ...]
@@ -325,6 +334,7 @@ def image_tags(
     cfg: BakeryConfig,
     rendered: RenderedRole,
     inputs: RunInputs,
+    run_id: str,
     image: ImageTypeDef,
     looked_up_source: str,
 ) -> dict[str, str]:
@@ -343,6 +353,7 @@ def image_tags(
         tags.SOURCE_AMI: source if source.startswith("ami-") else looked_up_source,
         tags.BUILD_TIME: packer_set.get(tags.BUILD_TIME) or created.strftime("%Y%m%d%H%M%S"),
         tags.STATUS: tags.BUILT,
+        tags.RUN_ID: run_id,
     }
 
 
@@ -366,16 +377,18 @@ def build_on_aws(
     # Fail in seconds, naming the filter, rather than after Packer has started.
     source = find_source_image(ec2, cfg)
     inputs = inputs or run_inputs(rendered)
+    run_id = new_run_id()
     directory = rendered.directory
     var_file = write_var_file(
         directory / VAR_FILE,
-        {"inputs_hash": inputs.inputs_hash, "git_commit": inputs.git_commit},
+        {"inputs_hash": inputs.inputs_hash, "git_commit": inputs.git_commit, "run_id": run_id},
     )
     manifest = directory / MANIFEST
     earlier = manifest_run_uuids(manifest)
     log_path = directory / PACKER_LOG
     before = run_resources(ec2, cfg, inputs.inputs_hash)
     say(f"building {cfg.role} in {region} from {source['ImageId']} ({source.get('Name', '')})")
+    say(f"run id {run_id}: tagged {tags.RUN_ID} on what this run creates")
     try:
         packer(["build", "-color=false", f"-var-file={var_file.name}", "."], directory, log_path)
         run_uuid, ami_id = this_run_artifact(manifest, earlier, region)
@@ -384,7 +397,7 @@ def build_on_aws(
             image = describe_image(ec2, ami_id)
         if image is None:
             raise OperationFailed(f"Packer reported {ami_id} but it does not exist in {region}")
-        values = image_tags(cfg, rendered, inputs, image, source["ImageId"])
+        values = image_tags(cfg, rendered, inputs, run_id, image, source["ImageId"])
         tag_image(ec2, image, values)
         applied = apply_post_build_guarantees(ec2, ami_id, rendered.post_build, cfg, clock())
     except BaseException:
@@ -401,6 +414,7 @@ def build_on_aws(
         git_commit=inputs.git_commit,
         packer_version=str(rendered.packer_version),
         packer_run_uuid=run_uuid,
+        run_id=run_id,
         built_at=image.get("CreationDate", tags.timestamp(clock())),
         snapshot_ids=tuple(snapshot_ids(image)),
         post_build=tuple(applied),

@@ -24,6 +24,9 @@ PACKER_VERSION = "bakery:packer-version"
 SOURCE_AMI = "bakery:source-ami"
 BUILD_TIME = "bakery:build-time"
 STATUS = "bakery:status"
+# One build run (a uuid4 hex, fresh per build): on the AMI, its snapshots, the build
+# instance and its volumes, so a failed run removes what it made and nothing else.
+RUN_ID = "bakery:run-id"
 FAILED_CHECKS = "bakery:failed-checks"
 VERIFIED_AT = "bakery:verified-at"
 COPIED_FROM = "bakery:copied-from"

@@ -8,6 +8,7 @@ post-build guarantees are checked with botocore's Stubber in their own tests.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -30,9 +31,16 @@ from bakery.errors import BadInput, OperationFailed
 from bakery.packer import PackerVersion
 from bakery.render import DEPRECATION, IMDSV2_ON_AMI, ORG_SHARING, RenderedRole
 
-from .conftest import DEBIAN_SOURCE, REGION, existing_snapshots, image_tags, make_config
+from .conftest import (
+    DEBIAN_SOURCE,
+    REGION,
+    existing_snapshots,
+    image_tags,
+    make_config,
+)
 
 INPUTS = RunInputs("feedfacecafebeef", "abc123def456")
+NAME_TIME = "20300115120000"  # Packer's build time, in the AMI name
 PACKER = PackerVersion(1, 6, 6)
 
 
@@ -45,6 +53,48 @@ def rendered(
     return RenderedRole(role, "aws", directory, PACKER, post_build)
 
 
+def run_id_in(var_file: Path) -> str:
+    """The run id bakery passed to Packer, read as Packer would from the var file."""
+    found = re.search(r'^run_id\s*=\s*"([0-9a-f]{32})"$', var_file.read_text(), re.M)
+    assert found, f"no run_id in {var_file}"
+    return found.group(1)
+
+
+def launch_build_instance(ec2: Any, run_id: str) -> str:
+    """A build instance as Packer's run_tags leave it."""
+    build_tags = {tags.ROLE: "backend", tags.PURPOSE: "build", tags.RUN_ID: run_id}
+    return str(
+        ec2.run_instances(
+            ImageId=DEBIAN_SOURCE,
+            MinCount=1,
+            MaxCount=1,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tags.as_list(build_tags)}],
+        )["Instances"][0]["InstanceId"]
+    )
+
+
+def make_build_image(
+    ec2: Any, instance: str, run_id: str | None, name_time: str = NAME_TIME
+) -> str:
+    """The AMI of a build, tagged as Packer tags it once available (not yet: None)."""
+    ami = ec2.create_image(InstanceId=instance, Name=f"bakery-backend-debian12-{name_time}")
+    if run_id is not None:
+        # Packer tags the AMI but (here) not its snapshot: bakery must re-tag both.
+        ec2.create_tags(
+            Resources=[ami["ImageId"]],
+            Tags=tags.as_list(
+                {
+                    tags.ROLE: "backend",
+                    tags.INPUTS_HASH: INPUTS.inputs_hash,
+                    tags.SOURCE_AMI: DEBIAN_SOURCE,
+                    tags.BUILD_TIME: name_time,
+                    tags.RUN_ID: run_id,
+                }
+            ),
+        )
+    return str(ami["ImageId"])
+
+
 class FakePacker:
     """Does in moto what `packer build` with amazon-ebs does, optionally failing."""
 
@@ -52,41 +102,23 @@ class FakePacker:
         self.fail = fail
         self.write_manifest = write_manifest
         self.calls: list[list[str]] = []
+        self.run_ids: list[str] = []
+        self.instances: list[str] = []
+        self.images: list[str] = []
 
     def __call__(self, args: list[str], cwd: Path, log_path: Path) -> None:
         self.calls.append(args)
         log_path.write_text("fake packer\n")
+        run_id = run_id_in(cwd / args[2].removeprefix("-var-file="))
+        self.run_ids.append(run_id)
         ec2 = boto3.client("ec2", region_name=REGION)
-        instance = ec2.run_instances(
-            ImageId=DEBIAN_SOURCE,
-            MinCount=1,
-            MaxCount=1,
-            TagSpecifications=[
-                {
-                    "ResourceType": "instance",
-                    "Tags": [
-                        {"Key": tags.ROLE, "Value": "backend"},
-                        {"Key": tags.PURPOSE, "Value": "build"},
-                    ],
-                }
-            ],
-        )["Instances"][0]
-        ami = ec2.create_image(
-            InstanceId=instance["InstanceId"], Name="bakery-backend-debian12-20300115120000"
-        )["ImageId"]
-        # Packer tags the AMI but (here) not its snapshot: bakery must re-tag both.
-        ec2.create_tags(
-            Resources=[ami],
-            Tags=[
-                {"Key": tags.ROLE, "Value": "backend"},
-                {"Key": tags.INPUTS_HASH, "Value": INPUTS.inputs_hash},
-                {"Key": tags.SOURCE_AMI, "Value": DEBIAN_SOURCE},
-                {"Key": tags.BUILD_TIME, "Value": "20300115120000"},
-            ],
-        )
+        instance = launch_build_instance(ec2, run_id)
+        self.instances.append(instance)
+        ami = make_build_image(ec2, instance, run_id)
+        self.images.append(ami)
         if self.fail is not None:
             raise self.fail  # the instance stays running: cleanup must take it too
-        ec2.terminate_instances(InstanceIds=[instance["InstanceId"]])
+        ec2.terminate_instances(InstanceIds=[instance])
         if self.write_manifest:
             manifest = cwd / "packer-manifest.json"
             data = json.loads(manifest.read_text()) if manifest.exists() else {"builds": []}
@@ -136,7 +168,9 @@ def test_build_tags_image_and_snapshots_and_writes_record(ec2: Any, tmp_path: Pa
     assert (role.directory / "run.pkrvars.hcl").read_text().splitlines() == [
         'git_commit  = "abc123def456"',
         'inputs_hash = "feedfacecafebeef"',
+        f'run_id      = "{record.run_id}"',
     ]
+    assert packer.run_ids == [record.run_id] and len(record.run_id) == 32
     [image] = own_images(ec2)
     assert record.ami_id == image["ImageId"] != "ami-0000000000000000e"
     expected = {
@@ -148,6 +182,7 @@ def test_build_tags_image_and_snapshots_and_writes_record(ec2: Any, tmp_path: Pa
         tags.SOURCE_AMI: DEBIAN_SOURCE,
         tags.BUILD_TIME: "20300115120000",
         tags.STATUS: "built",
+        tags.RUN_ID: record.run_id,
         "project": "bakery",
     }
     assert image_tags(ec2, record.ami_id) == expected
@@ -160,6 +195,7 @@ def test_build_tags_image_and_snapshots_and_writes_record(ec2: Any, tmp_path: Pa
     assert saved["status"] == "built"
     assert saved["post_build"] == [IMDSV2_ON_AMI]
     assert saved["packer_run_uuid"] != "earlier-run"
+    assert saved["run_id"] == record.run_id
 
 
 @pytest.mark.parametrize(

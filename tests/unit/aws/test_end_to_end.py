@@ -117,11 +117,13 @@ def test_packer_build_release_copy_share_prune(moto_server: str, tmp_path: Path)
     other = boto3.client("ec2", region_name=OTHER_REGION)
     ssm = boto3.client("ssm", region_name=REGION)
     records = tmp_path / "records"
+    run_ids: dict[str, str] = {}
 
     def bake(passed: bool) -> str:
         # AMI names carry Packer's build time to the second; real builds take minutes.
         time.sleep(1.0 - datetime.now().microsecond / 1e6)
         record = build_on_aws(rendered, cfg, records_dir=records)
+        run_ids[record.ami_id] = record.run_id
         verify_image(
             cfg,
             record.ami_id,
@@ -153,6 +155,18 @@ def test_packer_build_release_copy_share_prune(moto_server: str, tmp_path: Path)
     assert snapshot_tags[tags.GIT_COMMIT] == values[tags.GIT_COMMIT]
     record = json.loads((records / f"backend-{a}.json").read_text())
     assert record["source_ami"] == DEBIAN_SOURCE and record["status"] == "verified"
+
+    # Each run has its own id, on its AMI, the AMI's snapshot and Packer's build instance.
+    assert len(set(run_ids.values())) == 4
+    assert values[tags.RUN_ID] == snapshot_tags[tags.RUN_ID] == record["run_id"] == run_ids[a]
+    by_run = [{"Name": f"tag:{tags.RUN_ID}", "Values": [run_ids[a]]}]
+    [build_instance] = [
+        instance
+        for reservation in ec2.describe_instances(Filters=by_run)["Reservations"]
+        for instance in reservation["Instances"]
+    ]
+    instance_tags = tags.as_dict(build_instance["Tags"])
+    assert instance_tags[tags.PURPOSE] == "build" and instance_tags[tags.ROLE] == "backend"
     assert tags.as_dict(own_images(ec2)[d]["Tags"])[tags.STATUS] == "rejected"
 
     release(cfg, "production", b)

@@ -85,6 +85,18 @@ def test_aws_source_encrypts_and_is_wired_to_config_variables(tmp_path: Path) ->
     assert "{{ .SourceAMI }}" in source["tags"]  # Packer's template syntax survives Jinja
 
 
+def test_run_id_is_an_aws_run_input_tagged_on_all_the_build_creates(tmp_path: Path) -> None:
+    directory = _render(tmp_path, "backend", "aws")
+    assert "default" not in _variables(directory)["run_id"]  # set per run, never baked in
+    _, source = _source(directory)
+    for tag_map in ("tags", "snapshot_tags"):
+        assert '"bakery:run-id" = var.run_id' in source[tag_map]
+    (locals_block,) = _parse(directory / "source.pkr.hcl")["locals"]
+    assert locals_block["build_tags"]['"bakery:run-id"'] == "${var.run_id}"
+    assert source["run_tags"] == source["run_volume_tags"] == "${local.build_tags}"
+    assert "run_id" not in _variables(_render(tmp_path, "backend", "local"))
+
+
 def test_packer_1_6_gets_no_fields_it_rejects_and_records_post_build_duties(
     tmp_path: Path,
 ) -> None:
