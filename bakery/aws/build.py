@@ -6,9 +6,9 @@ AMI of *this* run is read from `packer-manifest.json` (appended across runs) by 
 (Packer 1.6 does not tag every snapshot reliably), applies the post-build guarantees
 the rendered template could not express (IMDSv2-only, deprecation, organisation
 sharing) and writes the build record. Any failure, Ctrl-C included, removes whatever
-AMI and snapshot this run left behind: an image is either complete or absent. Each run
-has its own id, which Packer tags on the build instance, its volumes, the AMI and its
-snapshots.
+AMI, snapshot and build instance this run left behind: an image is either complete or
+absent. Each run has its own id, which Packer tags on the build instance, its volumes,
+the AMI and its snapshots, so the clean-up never touches a concurrent build's.
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def new_run_id() -> str:
 
 @dataclass(frozen=True)
 class RunResources:
-    """The AMIs, snapshots and build instances that could belong to a run of one role."""
+    """The AMIs, snapshots and build instances one build run created."""
 
     images: dict[str, ImageTypeDef]
     snapshots: frozenset[str]
@@ -226,34 +226,47 @@ class RunResources:
         return {*self.images, *self.snapshots, *self.instances}
 
 
-def run_resources(ec2: EC2Client, cfg: BakeryConfig, run_hash: str) -> RunResources:
-    """What carries this run's tags or AMI name, or is a build instance of the role.
-
-    Taken before Packer starts and again after a failure: the difference is what the
-    run created, so an image of an earlier run (same inputs, same second) is never
-    touched. Packer tags late, so images are also matched by name.
-    """
+def _ami_name_filter(cfg: BakeryConfig, run_hash: str) -> list[FilterTypeDef]:
     name = cfg.aws.ami_name_pattern.format(
         role=cfg.role, os=cfg.os, timestamp="*", inputs_hash=run_hash
     )
-    by_tag: list[FilterTypeDef] = [
-        {"Name": f"tag:{tags.ROLE}", "Values": [cfg.role]},
-        {"Name": f"tag:{tags.INPUTS_HASH}", "Values": [run_hash]},
-    ]
-    by_name: list[FilterTypeDef] = [{"Name": "name", "Values": [name]}]
-    build_instances: list[FilterTypeDef] = [
-        {"Name": f"tag:{tags.ROLE}", "Values": [cfg.role]},
-        {"Name": f"tag:{tags.PURPOSE}", "Values": ["build"]},
+    return [{"Name": "name", "Values": [name]}]
+
+
+def images_named_like_run(ec2: EC2Client, cfg: BakeryConfig, run_hash: str) -> frozenset[str]:
+    """The AMIs whose name matches the one a run of this role and inputs would give."""
+    with aws_errors(f"listing the {cfg.role} AMIs"):
+        found = ec2.describe_images(Owners=["self"], Filters=_ami_name_filter(cfg, run_hash))
+    return frozenset(image["ImageId"] for image in found["Images"])
+
+
+def run_resources(
+    ec2: EC2Client, cfg: BakeryConfig, run_id: str, run_hash: str, named_before: frozenset[str]
+) -> RunResources:
+    """What carries this run's id, plus the AMIs with the run's name that are new since
+    `named_before` and carry no run id at all.
+
+    Packer tags an AMI and its snapshots only once the AMI is available, so an AMI left
+    by a run stopped while waiting has nothing but its name to tie it to the run: for
+    that case alone, "new since the run began" stands in for the tag.
+    """
+    by_run: list[FilterTypeDef] = [{"Name": f"tag:{tags.RUN_ID}", "Values": [run_id]}]
+    live_instances: list[FilterTypeDef] = [
+        *by_run,
         {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
     ]
-    with aws_errors(f"listing the {cfg.role} build's resources"):
+    with aws_errors(f"listing what the {cfg.role} build run {run_id} created"):
         images = {
             image["ImageId"]: image
-            for filters in (by_tag, by_name)
-            for image in ec2.describe_images(Owners=["self"], Filters=filters)["Images"]
+            for image in ec2.describe_images(Owners=["self"], Filters=by_run)["Images"]
         }
-        snapshots = ec2.describe_snapshots(OwnerIds=["self"], Filters=by_tag)["Snapshots"]
-        reservations = ec2.describe_instances(Filters=build_instances)["Reservations"]
+        named = ec2.describe_images(Owners=["self"], Filters=_ami_name_filter(cfg, run_hash))
+        snapshots = ec2.describe_snapshots(OwnerIds=["self"], Filters=by_run)["Snapshots"]
+        reservations = ec2.describe_instances(Filters=live_instances)["Reservations"]
+    for image in named["Images"]:
+        untagged = tags.RUN_ID not in tags.as_dict(image.get("Tags"))
+        if untagged and image["ImageId"] not in named_before:
+            images[image["ImageId"]] = image
     return RunResources(
         images=images,
         snapshots=frozenset(snapshot["SnapshotId"] for snapshot in snapshots),
@@ -266,32 +279,30 @@ def run_resources(ec2: EC2Client, cfg: BakeryConfig, run_hash: str) -> RunResour
 
 
 def remove_run_leftovers(
-    ec2: EC2Client, cfg: BakeryConfig, run_hash: str, before: RunResources
+    ec2: EC2Client, cfg: BakeryConfig, run_id: str, run_hash: str, named_before: frozenset[str]
 ) -> list[str]:
-    """Delete the AMIs (with their snapshots), snapshots and build instances that
-    appeared since `before`; returns the ids removed."""
-    now = run_resources(ec2, cfg, run_hash)
+    """Delete the AMIs (with their snapshots), snapshots and build instances of one run
+    (see `run_resources`); returns the ids removed."""
+    found = run_resources(ec2, cfg, run_id, run_hash, named_before)
     removed: list[str] = []
     with aws_errors(f"removing what the failed {cfg.role} build left behind"):
-        for ami_id, image in now.images.items():
-            if ami_id not in before.images:
-                delete_image(ec2, image)
-                removed += [ami_id, *snapshot_ids(image)]
-        for snapshot in sorted(now.snapshots - before.snapshots - set(removed)):
+        for ami_id, image in found.images.items():
+            delete_image(ec2, image)
+            removed += [ami_id, *snapshot_ids(image)]
+        for snapshot in sorted(found.snapshots - set(removed)):
             ec2.delete_snapshot(SnapshotId=snapshot)
             removed.append(snapshot)
-        stray = sorted(now.instances - before.instances)
-        if stray:
-            ec2.terminate_instances(InstanceIds=stray)
-            removed += stray
+        if found.instances:
+            ec2.terminate_instances(InstanceIds=sorted(found.instances))
+            removed += sorted(found.instances)
     return removed
 
 
 def _clean_up_after_failure(
-    ec2: EC2Client, cfg: BakeryConfig, run_hash: str, before: RunResources
+    ec2: EC2Client, cfg: BakeryConfig, run_id: str, run_hash: str, named_before: frozenset[str]
 ) -> None:
     try:
-        removed = remove_run_leftovers(ec2, cfg, run_hash, before)
+        removed = remove_run_leftovers(ec2, cfg, run_id, run_hash, named_before)
     except BakeryError as exc:
         say(f"[red]could not remove what the failed build left[/]: {exc}; `invoke prune` later")
         return
@@ -386,7 +397,7 @@ def build_on_aws(
     manifest = directory / MANIFEST
     earlier = manifest_run_uuids(manifest)
     log_path = directory / PACKER_LOG
-    before = run_resources(ec2, cfg, inputs.inputs_hash)
+    named_before = images_named_like_run(ec2, cfg, inputs.inputs_hash)
     say(f"building {cfg.role} in {region} from {source['ImageId']} ({source.get('Name', '')})")
     say(f"run id {run_id}: tagged {tags.RUN_ID} on what this run creates")
     try:
@@ -401,7 +412,7 @@ def build_on_aws(
         tag_image(ec2, image, values)
         applied = apply_post_build_guarantees(ec2, ami_id, rendered.post_build, cfg, clock())
     except BaseException:
-        _clean_up_after_failure(ec2, cfg, inputs.inputs_hash, before)
+        _clean_up_after_failure(ec2, cfg, run_id, inputs.inputs_hash, named_before)
         raise
     record = BuildRecord(
         role=cfg.role,

@@ -37,6 +37,7 @@ from .conftest import (
     existing_snapshots,
     image_tags,
     make_config,
+    snapshot_ids_of,
 )
 
 INPUTS = RunInputs("feedfacecafebeef", "abc123def456")
@@ -96,11 +97,24 @@ def make_build_image(
 
 
 class FakePacker:
-    """Does in moto what `packer build` with amazon-ebs does, optionally failing."""
+    """Does in moto what `packer build` with amazon-ebs does, optionally failing.
 
-    def __init__(self, fail: BaseException | None = None, write_manifest: bool = True) -> None:
+    `meanwhile` runs while the build instance is up: what a concurrent build does.
+    `tag_image=False` fails as a Packer stopped before the AMI was available would,
+    leaving it without tags.
+    """
+
+    def __init__(
+        self,
+        fail: BaseException | None = None,
+        write_manifest: bool = True,
+        meanwhile: Callable[[Any], None] | None = None,
+        tag_image: bool = True,
+    ) -> None:
         self.fail = fail
         self.write_manifest = write_manifest
+        self.meanwhile = meanwhile
+        self.tag_image = tag_image
         self.calls: list[list[str]] = []
         self.run_ids: list[str] = []
         self.instances: list[str] = []
@@ -114,7 +128,9 @@ class FakePacker:
         ec2 = boto3.client("ec2", region_name=REGION)
         instance = launch_build_instance(ec2, run_id)
         self.instances.append(instance)
-        ami = make_build_image(ec2, instance, run_id)
+        if self.meanwhile is not None:
+            self.meanwhile(ec2)
+        ami = make_build_image(ec2, instance, run_id if self.tag_image else None)
         self.images.append(ami)
         if self.fail is not None:
             raise self.fail  # the instance stays running: cleanup must take it too
@@ -134,6 +150,19 @@ class FakePacker:
             )
             data["last_run_uuid"] = run
             manifest.write_text(json.dumps(data))
+
+
+class ConcurrentRun:
+    """Another build of the same role and inputs, started by someone else meanwhile."""
+
+    run_id = "0123456789abcdef0123456789abcdef"
+    instance = ""
+    image = ""
+
+    def __call__(self, ec2: Any) -> None:
+        self.instance = launch_build_instance(ec2, self.run_id)
+        # A second later: EC2 refuses two AMIs of one name.
+        self.image = make_build_image(ec2, self.instance, self.run_id, "20300115120001")
 
 
 def earlier_run(directory: Path) -> None:
@@ -255,6 +284,61 @@ def test_cleanup_spares_images_of_earlier_runs(ec2: Any, tmp_path: Path) -> None
         )
     assert [image["ImageId"] for image in own_images(ec2)] == [first.ami_id]
     assert set(first.snapshot_ids) <= existing_snapshots(ec2)
+
+
+def instance_states(ec2: Any) -> dict[str, str]:
+    return {
+        i["InstanceId"]: i["State"]["Name"]
+        for r in ec2.describe_instances()["Reservations"]
+        for i in r["Instances"]
+    }
+
+
+def failed_build(tmp_path: Path, packer: FakePacker) -> None:
+    with pytest.raises(OperationFailed):
+        build_on_aws(
+            rendered(tmp_path),
+            make_config("backend"),
+            inputs=INPUTS,
+            packer=packer,
+            records_dir=tmp_path / "records",
+        )
+
+
+def test_failed_build_spares_a_concurrent_runs_build_instance(ec2: Any, tmp_path: Path) -> None:
+    """Same role, purpose=build, launched during our run: only its run id differs."""
+    other = ConcurrentRun()
+    ours = FakePacker(fail=OperationFailed("boom"), meanwhile=other)
+    failed_build(tmp_path, ours)
+    states = instance_states(ec2)
+    assert states[other.instance] == "running"
+    assert states[ours.instances[0]] == "terminated"
+
+
+def test_failed_build_spares_a_concurrent_runs_image_of_the_same_inputs(
+    ec2: Any, tmp_path: Path
+) -> None:
+    """Same role, inputs hash and name pattern, created during our run, tagged its run id."""
+    other = ConcurrentRun()
+    ours = FakePacker(fail=OperationFailed("boom"), meanwhile=other)
+    failed_build(tmp_path, ours)
+    assert [image["ImageId"] for image in own_images(ec2)] == [other.image]
+    assert set(snapshot_ids_of(ec2, other.image)) <= existing_snapshots(ec2)
+    assert image_tags(ec2, other.image)[tags.RUN_ID] == other.run_id
+
+
+def test_untagged_image_of_the_run_goes_by_name_but_another_runs_tagged_one_stays(
+    ec2: Any, tmp_path: Path
+) -> None:
+    """Packer stopped before tagging: our new AMI has only its name and goes. The other
+    run's, as new and as named, carries its run id; an untagged one older than our run
+    is not ours either. Both stay."""
+    older = make_build_image(ec2, launch_build_instance(ec2, "f" * 32), None, "20300101000000")
+    other = ConcurrentRun()
+    ours = FakePacker(fail=OperationFailed("killed"), meanwhile=other, tag_image=False)
+    failed_build(tmp_path, ours)
+    assert tags.RUN_ID not in image_tags(ec2, older)
+    assert {image["ImageId"] for image in own_images(ec2)} == {older, other.image}
 
 
 def test_no_source_image_fails_before_packer_runs(aws: None, tmp_path: Path) -> None:
