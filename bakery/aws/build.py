@@ -8,7 +8,10 @@ the rendered template could not express (IMDSv2-only, deprecation, organisation
 sharing) and writes the build record. Any failure, Ctrl-C included, removes whatever
 AMI, snapshot and build instance this run left behind: an image is either complete or
 absent. Each run has its own id, which Packer tags on the build instance, its volumes,
-the AMI and its snapshots, so the clean-up never touches a concurrent build's.
+the AMI and its snapshots; an AMI Packer had not tagged yet is the run's if it was made
+from the run's build instance. The clean-up goes by these, so it never touches a
+concurrent build's, with one exception: the encrypted copy Packer makes (see
+`_untagged_copies`).
 """
 
 from __future__ import annotations
@@ -226,6 +229,10 @@ class RunResources:
         return {*self.images, *self.snapshots, *self.instances}
 
 
+# A build instance in one of these states is terminated by a failed run's clean-up.
+_LIVE_STATES = frozenset({"pending", "running", "stopping", "stopped"})
+
+
 def _ami_name_filter(cfg: BakeryConfig, run_hash: str) -> list[FilterTypeDef]:
     name = cfg.aws.ami_name_pattern.format(
         role=cfg.role, os=cfg.os, timestamp="*", inputs_hash=run_hash
@@ -240,40 +247,67 @@ def images_named_like_run(ec2: EC2Client, cfg: BakeryConfig, run_hash: str) -> f
     return frozenset(image["ImageId"] for image in found["Images"])
 
 
+def _images_made_from(ec2: EC2Client, instance_ids: list[str]) -> dict[str, ImageTypeDef]:
+    """The AMIs CreateImage made from these instances, whatever their name or tags."""
+    if not instance_ids:
+        return {}
+    made: list[FilterTypeDef] = [{"Name": "source-instance-id", "Values": instance_ids}]
+    found = ec2.describe_images(Owners=["self"], Filters=made)
+    return {image["ImageId"]: image for image in found["Images"]}
+
+
+def _untagged_copies(
+    ec2: EC2Client, cfg: BakeryConfig, run_hash: str, named_before: frozenset[str]
+) -> dict[str, ImageTypeDef]:
+    """The AMIs with the run's name, new since `named_before`, with no run id and not
+    made from an instance: with encrypt_boot, Packer 1.6 copies the AMI it made into one
+    with the run's name, and tags the copy only once it is available.
+
+    Kept because only the name ties such a copy to the run: CopyImage records no
+    source instance, and Packer's own clean-up deletes the AMI it copied from. So a
+    concurrent encrypted run's copy, made meanwhile and still untagged, is taken too.
+    """
+    found = ec2.describe_images(Owners=["self"], Filters=_ami_name_filter(cfg, run_hash))
+    return {
+        image["ImageId"]: image
+        for image in found["Images"]
+        if image["ImageId"] not in named_before
+        and "SourceInstanceId" not in image
+        and tags.RUN_ID not in tags.as_dict(image.get("Tags"))
+    }
+
+
 def run_resources(
     ec2: EC2Client, cfg: BakeryConfig, run_id: str, run_hash: str, named_before: frozenset[str]
 ) -> RunResources:
-    """What carries this run's id, plus the AMIs with the run's name that are new since
-    `named_before` and carry no run id at all.
-
-    Packer tags an AMI and its snapshots only once the AMI is available, so an AMI left
-    by a run stopped while waiting has nothing but its name to tie it to the run: for
-    that case alone, "new since the run began" stands in for the tag.
+    """What carries this run's id, plus the AMIs Packer had not tagged yet (it tags an
+    AMI once it is available): those made from the run's build instances and, with
+    encryption, Packer's copy of one (see `_untagged_copies`).
     """
     by_run: list[FilterTypeDef] = [{"Name": f"tag:{tags.RUN_ID}", "Values": [run_id]}]
-    live_instances: list[FilterTypeDef] = [
-        *by_run,
-        {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
-    ]
     with aws_errors(f"listing what the {cfg.role} build run {run_id} created"):
         images = {
             image["ImageId"]: image
             for image in ec2.describe_images(Owners=["self"], Filters=by_run)["Images"]
         }
-        named = ec2.describe_images(Owners=["self"], Filters=_ami_name_filter(cfg, run_hash))
         snapshots = ec2.describe_snapshots(OwnerIds=["self"], Filters=by_run)["Snapshots"]
-        reservations = ec2.describe_instances(Filters=live_instances)["Reservations"]
-    for image in named["Images"]:
-        untagged = tags.RUN_ID not in tags.as_dict(image.get("Tags"))
-        if untagged and image["ImageId"] not in named_before:
-            images[image["ImageId"]] = image
+        # Terminated ones too: on Ctrl-C Packer terminates its build instance but leaves
+        # the AMI it was waiting for.
+        instances = [
+            instance
+            for reservation in ec2.describe_instances(Filters=by_run)["Reservations"]
+            for instance in reservation.get("Instances", [])
+        ]
+        images.update(_images_made_from(ec2, [i["InstanceId"] for i in instances]))
+        if cfg.aws.encrypt:
+            images.update(_untagged_copies(ec2, cfg, run_hash, named_before))
     return RunResources(
         images=images,
         snapshots=frozenset(snapshot["SnapshotId"] for snapshot in snapshots),
         instances=frozenset(
             instance["InstanceId"]
-            for reservation in reservations
-            for instance in reservation.get("Instances", [])
+            for instance in instances
+            if instance.get("State", {}).get("Name") in _LIVE_STATES
         ),
     )
 

@@ -27,6 +27,7 @@ from bakery.aws.build import (
     inputs_hash,
     this_run_artifact,
 )
+from bakery.aws.images import delete_image
 from bakery.errors import BadInput, OperationFailed
 from bakery.packer import PackerVersion
 from bakery.render import DEPRECATION, IMDSV2_ON_AMI, ORG_SHARING, RenderedRole
@@ -153,16 +154,55 @@ class FakePacker:
 
 
 class ConcurrentRun:
-    """Another build of the same role and inputs, started by someone else meanwhile."""
+    """Another build of the same role and inputs, started by someone else meanwhile.
+
+    `tagged=False`: its Packer has not tagged its AMI yet."""
 
     run_id = "0123456789abcdef0123456789abcdef"
     instance = ""
     image = ""
 
+    def __init__(self, tagged: bool = True) -> None:
+        self.tagged = tagged
+
     def __call__(self, ec2: Any) -> None:
         self.instance = launch_build_instance(ec2, self.run_id)
         # A second later: EC2 refuses two AMIs of one name.
-        self.image = make_build_image(ec2, self.instance, self.run_id, "20300115120001")
+        tag = self.run_id if self.tagged else None
+        self.image = make_build_image(ec2, self.instance, tag, "20300115120001")
+
+
+def copy_encrypted(ec2: Any, ami: str, name_time: str = NAME_TIME) -> str:
+    """What Packer 1.6 does with encrypt_boot: copy the AMI into the run's AMI name."""
+    name = f"bakery-backend-debian12-{name_time}"
+    copy = ec2.copy_image(SourceImageId=ami, SourceRegion=REGION, Name=name, Encrypted=True)
+    return str(copy["ImageId"])
+
+
+class StoppedEncryptingPacker:
+    """Packer 1.6 with encrypt_boot, stopped before it tagged any AMI.
+
+    It made a randomly named AMI from the build instance and, when `copying`, had begun
+    to copy it, encrypted, into one with the run's name. `graceful` is Ctrl-C: Packer's
+    own clean-up terminated the instance and deleted the AMI a copy was made from, but
+    not the AMI it was still waiting for. Otherwise it was killed and cleaned up nothing.
+    """
+
+    def __init__(self, copying: bool, graceful: bool) -> None:
+        self.copying = copying
+        self.graceful = graceful
+
+    def __call__(self, args: list[str], cwd: Path, log_path: Path) -> None:
+        ec2 = boto3.client("ec2", region_name=REGION)
+        instance = launch_build_instance(ec2, run_id_in(cwd / args[2].removeprefix("-var-file=")))
+        first = str(ec2.create_image(InstanceId=instance, Name="x7Kq2Pz")["ImageId"])
+        if self.copying:
+            copy_encrypted(ec2, first)
+        if self.graceful:
+            ec2.terminate_instances(InstanceIds=[instance])
+            if self.copying:
+                delete_image(ec2, ec2.describe_images(ImageIds=[first])["Images"][0])
+        raise OperationFailed("packer build stopped")
 
 
 def earlier_run(directory: Path) -> None:
@@ -327,18 +367,58 @@ def test_failed_build_spares_a_concurrent_runs_image_of_the_same_inputs(
     assert image_tags(ec2, other.image)[tags.RUN_ID] == other.run_id
 
 
-def test_untagged_image_of_the_run_goes_by_name_but_another_runs_tagged_one_stays(
+def test_untagged_image_goes_by_the_build_instance_it_was_made_from(
     ec2: Any, tmp_path: Path
 ) -> None:
-    """Packer stopped before tagging: our new AMI has only its name and goes. The other
-    run's, as new and as named, carries its run id; an untagged one older than our run
-    is not ours either. Both stay."""
+    """Packer stopped before tagging: our new AMI goes. The other run's, as new, as named
+    and as untagged, was made from its own instance; so was one older than our run. Both
+    stay."""
     older = make_build_image(ec2, launch_build_instance(ec2, "f" * 32), None, "20300101000000")
-    other = ConcurrentRun()
+    other = ConcurrentRun(tagged=False)
     ours = FakePacker(fail=OperationFailed("killed"), meanwhile=other, tag_image=False)
     failed_build(tmp_path, ours)
-    assert tags.RUN_ID not in image_tags(ec2, older)
     assert {image["ImageId"] for image in own_images(ec2)} == {older, other.image}
+    assert tags.RUN_ID not in image_tags(ec2, other.image)
+
+
+@pytest.mark.parametrize(
+    ("copying", "graceful"),
+    [(False, True), (True, False), (True, True)],
+    ids=["ctrl-c-making-the-first-ami", "killed-while-copying", "ctrl-c-while-copying"],
+)
+def test_stopped_encrypted_build_leaves_none_of_its_untagged_images(
+    ec2: Any, tmp_path: Path, copying: bool, graceful: bool
+) -> None:
+    """The first AMI has a random name and goes by its build instance, terminated or
+    not; the copy has the run's name and no source instance, and goes by that name."""
+    snapshots_before = existing_snapshots(ec2)
+    failed_build(tmp_path, StoppedEncryptingPacker(copying, graceful))
+    assert own_images(ec2) == []
+    assert existing_snapshots(ec2) == snapshots_before
+    assert set(instance_states(ec2).values()) == {"terminated"}
+
+
+def test_unencrypted_build_spares_an_untagged_copy_named_like_its_images(
+    ec2: Any, tmp_path: Path
+) -> None:
+    """Without encrypt_boot Packer makes no copy: an untagged copy named like our AMIs
+    and new during our run is a concurrent encrypted run's."""
+    theirs: list[str] = []
+
+    def concurrent_encrypted_run(client: Any) -> None:
+        instance = launch_build_instance(client, ConcurrentRun.run_id)
+        first = str(client.create_image(InstanceId=instance, Name="Zr4m9Qa")["ImageId"])
+        theirs.extend([first, copy_encrypted(client, first, "20300115120001")])
+
+    with pytest.raises(OperationFailed):
+        build_on_aws(
+            rendered(tmp_path),
+            make_config("backend", "aws.encrypt=false"),
+            inputs=INPUTS,
+            packer=FakePacker(fail=OperationFailed("boom"), meanwhile=concurrent_encrypted_run),
+            records_dir=tmp_path / "records",
+        )
+    assert {image["ImageId"] for image in own_images(ec2)} == set(theirs)
 
 
 def test_no_source_image_fails_before_packer_runs(aws: None, tmp_path: Path) -> None:
