@@ -233,18 +233,20 @@ class RunResources:
 _LIVE_STATES = frozenset({"pending", "running", "stopping", "stopped"})
 
 
-def _ami_name_filter(cfg: BakeryConfig, run_hash: str) -> list[FilterTypeDef]:
+def _images_named_like_run(
+    ec2: EC2Client, cfg: BakeryConfig, run_hash: str
+) -> dict[str, ImageTypeDef]:
     name = cfg.aws.ami_name_pattern.format(
         role=cfg.role, os=cfg.os, timestamp="*", inputs_hash=run_hash
     )
-    return [{"Name": "name", "Values": [name]}]
+    found = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [name]}])
+    return {image["ImageId"]: image for image in found["Images"]}
 
 
 def images_named_like_run(ec2: EC2Client, cfg: BakeryConfig, run_hash: str) -> frozenset[str]:
     """The AMIs whose name matches the one a run of this role and inputs would give."""
     with aws_errors(f"listing the {cfg.role} AMIs"):
-        found = ec2.describe_images(Owners=["self"], Filters=_ami_name_filter(cfg, run_hash))
-    return frozenset(image["ImageId"] for image in found["Images"])
+        return frozenset(_images_named_like_run(ec2, cfg, run_hash))
 
 
 def _images_made_from(ec2: EC2Client, instance_ids: list[str]) -> dict[str, ImageTypeDef]:
@@ -267,11 +269,10 @@ def _untagged_copies(
     source instance, and Packer's own clean-up deletes the AMI it copied from. So a
     concurrent encrypted run's copy, made meanwhile and still untagged, is taken too.
     """
-    found = ec2.describe_images(Owners=["self"], Filters=_ami_name_filter(cfg, run_hash))
     return {
-        image["ImageId"]: image
-        for image in found["Images"]
-        if image["ImageId"] not in named_before
+        ami_id: image
+        for ami_id, image in _images_named_like_run(ec2, cfg, run_hash).items()
+        if ami_id not in named_before
         and "SourceInstanceId" not in image
         and tags.RUN_ID not in tags.as_dict(image.get("Tags"))
     }
