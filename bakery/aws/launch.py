@@ -64,13 +64,18 @@ def read_user_data(path: Path) -> bytes:
     return data
 
 
+def template_name(cfg: BakeryConfig, environment: str) -> str:
+    """The launch template's name, also the Name tag of what it launches."""
+    return f"bakery-{cfg.role}-{environment}"
+
+
 def launch_template_data(
     cfg: BakeryConfig, environment: str, user_data: bytes, instance_profile: str | None = None
 ) -> RequestLaunchTemplateDataTypeDef:
     """The launch template of the role's instances in the environment."""
     check_environment(environment)
     values = {
-        "Name": f"bakery-{cfg.role}-{environment}",
+        "Name": template_name(cfg, environment),
         **cfg.aws.tags,
         tags.ROLE: cfg.role,
         tags.ENVIRONMENT: environment,

@@ -27,6 +27,7 @@ from bakery.aws.launch import (
     promoted_image,
     read_user_data,
     template_json,
+    template_name,
     user_data_warnings,
     write_template_data,
 )
@@ -246,7 +247,7 @@ def launch_template(
         sys.stdout.write(template_json(data))
         return
     write_template_data(data, Path(output))
-    name = f"bakery-{cfg.role}-{environment}"
+    name = template_name(cfg, environment)
     console.print(
         f"wrote {output}; create the template with:\n  aws ec2 create-launch-template "
         f"--region {cfg.aws.region} --launch-template-name {name} "
