@@ -9,9 +9,12 @@ Stubber in the test that needs it.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,33 @@ OTHER_REGION = "eu-west-1"
 ACCOUNT = DEFAULT_ACCOUNT_ID
 DEBIAN_SOURCE = "ami-0deb12000000000a3"  # the newest matching Debian image in amis.json
 NOW = datetime(2030, 1, 15, 12, 0, tzinfo=timezone.utc)
+
+
+def reset_moto_server(url: str) -> None:
+    """Empty moto's state (shared by its server and the in-process mock)."""
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST")).close()
+
+
+@contextmanager
+def running_moto_server() -> Iterator[str]:
+    """moto's server on a free local port, emptied, for what cannot use the in-process
+    mock (Packer, subprocesses); yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    # A log line per request, captured for every test, costs more than the requests.
+    requests_log = logging.getLogger("werkzeug")
+    level = requests_log.level
+    requests_log.setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        url = f"http://{host}:{port}"
+        reset_moto_server(url)
+        yield url
+    finally:
+        server.stop()
+        requests_log.setLevel(level)
 
 
 @pytest.fixture(autouse=True, scope="session")

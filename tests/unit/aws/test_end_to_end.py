@@ -17,7 +17,6 @@ import json
 import re
 import shutil
 import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,7 +24,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from bakery.aws import tags
 from bakery.aws.build import build_on_aws
@@ -35,7 +33,13 @@ from bakery.aws.verify import CheckOutcome, InstanceUnderTest, verify_image
 from bakery.packer import PackerVersion
 from bakery.render import IMDSV2_ON_AMI, ORG_SHARING, RenderedRole, render_role
 
-from .conftest import DEBIAN_SOURCE, OTHER_REGION, REGION, set_creation_date
+from .conftest import (
+    DEBIAN_SOURCE,
+    OTHER_REGION,
+    REGION,
+    running_moto_server,
+    set_creation_date,
+)
 from .conftest import make_config as config_for
 
 ACCOUNT_B = "210987654321"
@@ -46,17 +50,10 @@ pytestmark = pytest.mark.skipif(shutil.which("packer") is None, reason="needs pa
 
 @pytest.fixture
 def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
-    # bakery's boto3 clients follow AWS_ENDPOINT_URL; Packer 1.6 needs the overlay.
-    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
-    try:
+    with running_moto_server() as url:
+        # bakery's boto3 clients follow AWS_ENDPOINT_URL; Packer 1.6 needs the overlay.
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
         yield url
-    finally:
-        server.stop()
 
 
 def overlay_for_moto(rendered: RenderedRole, endpoint: str) -> None:

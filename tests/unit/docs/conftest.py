@@ -8,12 +8,10 @@ MOTO_AMIS_PATH must be set before moto loads its EC2 models (see tests/unit/aws)
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import shutil
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -109,20 +107,10 @@ def repo_copy(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
+    from aws.conftest import running_moto_server
 
-    # A line per request, captured for every test, costs more than the requests.
-    requests_log = logging.getLogger("werkzeug")
-    level = requests_log.level
-    requests_log.setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-        requests_log.setLevel(level)
+    with running_moto_server() as url:
+        yield url
 
 
 @dataclass
@@ -151,11 +139,6 @@ class Account:
         return value
 
 
-def reset(endpoint: str) -> None:
-    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-    urllib.request.urlopen(request).close()
-
-
 @pytest.fixture
 def fake_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, moto_endpoint: str) -> str:
     """This process's boto3 (and bakery's clients) pointed at moto with fake credentials."""
@@ -182,12 +165,12 @@ def seed_account(endpoint: str, region: str) -> Account:
     resources, made the way tests/unit/aws makes them. Whatever else goes, prune keeps
     "newest" and "second" (promoted)."""
     # tests/unit is on sys.path (pytest's rootdir-relative packages): aws is that folder.
-    from aws.conftest import make_image
+    from aws.conftest import make_image, reset_moto_server
     from aws.test_janitor import make_test_resources
 
     from bakery.aws.release import release
 
-    reset(endpoint)
+    reset_moto_server(endpoint)
     account = Account(endpoint, region)
     now = datetime.now(timezone.utc)
     for name, age in AGES.items():
