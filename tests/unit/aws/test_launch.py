@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 import pytest
-from invoke import Context
+from invoke import Config, Context
 
 from bakery import ROLES
 from bakery.aws import tags, tasks
@@ -153,7 +153,7 @@ def test_the_documented_instance_role_is_the_profile_the_template_names(
     iam = boto3.client("iam")
     doc = (REPO_ROOT / "docs" / "aws.md").read_text()
     (trust,) = re.findall(r"--assume-role-policy-document \\\n\s+'(.*)'", doc)
-    tasks.iam(Context(), role=["backend"], output=str(tmp_path))
+    tasks.iam(Context(Config(lazy=True)), role=["backend"], output=str(tmp_path))
     policy = (tmp_path / "instance-backend.json").read_text()
 
     iam.create_role(RoleName="bakery-backend", AssumeRolePolicyDocument=trust)
@@ -203,7 +203,7 @@ def test_launch_template_task_prints_the_template_data(
     ami = make_image()
     release(make_config("backend"), "staging", clock=clock())
 
-    tasks.launch_template(Context(), role="backend", environment="staging")
+    tasks.launch_template(Context(Config(lazy=True)), role="backend", environment="staging")
 
     out, err = capsys.readouterr()
     expected = launch_template_data(
@@ -229,7 +229,7 @@ def test_launch_template_task_writes_the_file_for_create_launch_template(
     output = tmp_path / "launch" / "backend-staging.json"
 
     tasks.launch_template(
-        Context(),
+        Context(Config(lazy=True)),
         role="backend",
         environment="staging",
         user_data=str(user_data),
@@ -269,7 +269,7 @@ def test_launch_template_task_bad_input_exits_2_and_writes_nothing(
 
     with pytest.raises(SystemExit) as caught:
         tasks.launch_template(
-            Context(),
+            Context(Config(lazy=True)),
             **{"role": "backend", "environment": "staging", **options},
             output=str(output),
         )

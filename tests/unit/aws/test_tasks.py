@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from invoke import Collection, Context
+from invoke import Collection, Config, Context
 from invoke.tasks import Task
 
 from bakery.aws import tasks
@@ -43,11 +43,11 @@ def test_task_is_documented(name: str) -> None:
 
 def test_bad_input_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
-        tasks.prune(Context(), keep=0)
+        tasks.prune(Context(Config(lazy=True)), keep=0)
     assert caught.value.code == 2
     assert "--keep 0" in capsys.readouterr().err
 
 
 def test_iam_task_writes_the_documents(tmp_path: Path) -> None:
-    tasks.iam(Context(), output=str(tmp_path))
+    tasks.iam(Context(Config(lazy=True)), output=str(tmp_path))
     assert json.loads((tmp_path / "pipeline.json").read_text())["Version"] == "2012-10-17"

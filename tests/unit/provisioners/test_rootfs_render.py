@@ -4,6 +4,7 @@ the image, that every file has a step that installs it, and that the units are s
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -179,53 +180,117 @@ def test_database_init_runs_after_mariadb(render_stage: Render) -> None:
     assert unit_lines(unit, "Requires") == ["mariadb.service"]
 
 
-def stubbed_units(render_stage: Render, out: Path) -> list[Path]:
-    """Every role's units, with programs the image has but this host lacks stubbed."""
-    stub = out / "stub"
+# Keys whose values name other units; verify loads each of them, so each needs a file.
+UNIT_REFERENCE_KEYS = (
+    "After", "Before", "Wants", "Requires", "Requisite", "BindsTo", "PartOf", "Upholds",
+    "Conflicts", "OnFailure", "OnSuccess", "WantedBy", "RequiredBy", "UpheldBy", "Also",
+)  # fmt: skip
+# The units systemd adds to every service by default (DefaultDependencies=yes).
+DEFAULT_DEPENDENCIES = ("sysinit.target", "basic.target", "shutdown.target")
+EXEC_LINE = re.compile(r"^(Exec[A-Za-z]+=[-@:+!]*)(/\S+)", re.M)
+
+
+def referenced_units(text: str) -> set[str]:
+    """The unit names a unit file's dependency keys mention."""
+    names: set[str] = set()
+    for key in UNIT_REFERENCE_KEYS:
+        for match in re.finditer(rf"^{key}=(.*)$", text, re.M):
+            names.update(match.group(1).split())
+    return names
+
+
+def hermetic_unit_tree(render_stage: Render, out: Path) -> tuple[Path, list[Path]]:
+    """A unit search path that holds only every role's rendered units and drop-ins, and a
+    stub for each unit they reference: verify then never reads the host's /lib/systemd or
+    /etc/systemd (a host without MariaDB, nginx or the agent sees the same result). Every
+    program a unit runs is replaced by an executable stub for the same reason."""
+    stub = out / "stub-program"
     stub.write_text("#!/bin/sh\n")
     stub.chmod(0o755)
-    units = []
+    tree = out / "units"
+    tree.mkdir()
+    ours: list[Path] = []
+    referenced = set(DEFAULT_DEPENDENCIES)
     for role in ROLES:
-        for unit in sorted((render_stage(role) / "rootfs" / UNIT_DIR).glob("*.service")):
-            text = re.sub(r"/usr/local/libexec/bakery/[\w-]+", str(stub), unit.read_text())
-            text = re.sub(r"/opt/app/venv/bin/[\w-]+", str(stub), text)
-            target = out / unit.name
+        rendered = render_stage(role) / "rootfs" / UNIT_DIR
+        for source in sorted(p for p in rendered.rglob("*") if p.is_file()):
+            text = EXEC_LINE.sub(lambda m: m.group(1) + str(stub), source.read_text())
+            referenced |= referenced_units(text)
+            target = tree / source.relative_to(rendered)
+            target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
-            units.append(target)
-    return units
+            if target.parent == tree:
+                ours.append(target)
+            else:  # a drop-in extends a unit the image's packages ship
+                referenced.add(target.parent.name.removesuffix(".d"))
+    for name in sorted(referenced):
+        if not (tree / name).exists():
+            kind = "Service" if name.endswith(".service") else None
+            body = f"[Unit]\nDescription=stand-in for {name}\n"
+            if kind:
+                body += f"\n[Service]\nExecStart={stub}\n"
+            (tree / name).write_text(body)
+    return tree, ours
+
+
+def systemd_analyze(tree: Path, *arguments: str, cwd: Path | None = None) -> str:
+    """systemd-analyze with `tree` as its only unit search path (no trailing ':', so the
+    built-in host paths are not appended); returns stdout and stderr together."""
+    result = subprocess.run(
+        ["systemd-analyze", *arguments],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SYSTEMD_UNIT_PATH": str(tree)},
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+    )
+    return f"exit {result.returncode}\n{result.stdout}{result.stderr}"
+
+
+def test_unit_tree_stubs_every_referenced_unit(render_stage: Render, tmp_path: Path) -> None:
+    tree, ours = hermetic_unit_tree(render_stage, tmp_path)
+    names = {p.name for p in tree.iterdir()}
+    assert {"mariadb.service", "nginx.service", "amazon-cloudwatch-agent.service"} <= names
+    assert {"network-online.target", "multi-user.target", "cloud-init.service"} <= names
+    for unit in ours:
+        assert referenced_units(unit.read_text()) <= names, unit
 
 
 @needs_systemd_analyze
 def test_units_pass_systemd_analyze_verify(render_stage: Render, tmp_path: Path) -> None:
-    units = stubbed_units(render_stage, tmp_path)
-    result = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", *map(str, units)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    tree, ours = hermetic_unit_tree(render_stage, tmp_path)
+    output = systemd_analyze(tree, "verify", "--man=no", *map(str, ours))
     # verify exits 0 on mere warnings (unknown keys, bad values): any output is a finding.
-    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), (
-        result.stdout + result.stderr
-    )
+    assert output == "exit 0\n", output
+
+
+@needs_systemd_analyze
+def test_verify_reads_no_unit_from_the_host(render_stage: Render, tmp_path: Path) -> None:
+    # systemd-journald.service is on every host with systemd: verify must still not find it,
+    # since the tree is its only search path; and a missing stand-in must be a finding.
+    tree, ours = hermetic_unit_tree(render_stage, tmp_path)
+    probe = tree / "probe.service"
+    probe.write_text("[Unit]\nRequires=systemd-journald.service\n[Service]\nExecStart=/bin/true\n")
+    output = systemd_analyze(tree, "verify", "--man=no", str(probe))
+    assert "Unit systemd-journald.service not found" in output, output
+    (tree / "mariadb.service").unlink()
+    [init] = [u for u in ours if u.name == "bakery-database-init.service"]
+    output = systemd_analyze(tree, "verify", "--man=no", str(init))
+    assert "Unit mariadb.service not found" in output, output
 
 
 @needs_systemd_analyze
 def test_fastapi_unit_exposure_is_within_the_verify_ceiling(
     render_stage: Render, tmp_path: Path
 ) -> None:
-    unit = tmp_path / "fastapi-otel.service"
-    shutil.copyfile(render_stage("backend") / "rootfs" / UNIT_DIR / unit.name, unit)
-    result = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
+    tree, _ = hermetic_unit_tree(render_stage, tmp_path)
+    unit = tree / "fastapi-otel.service"
+    output = systemd_analyze(
+        tree, "security", "--offline=true", "--no-pager", str(unit), cwd=tmp_path
     )
-    match = re.search(r"Overall exposure level for fastapi-otel.service: ([0-9.]+)", result.stdout)
+    match = re.search(r"Overall exposure level for fastapi-otel.service: ([0-9.]+)", output)
     if match is None:
-        pytest.skip(f"this systemd-analyze cannot review unit files offline: {result.stderr}")
+        pytest.skip(f"this systemd-analyze cannot review unit files offline: {output}")
     assert float(match.group(1)) <= load_config("backend", "aws").verify.max_exposure
 
 
