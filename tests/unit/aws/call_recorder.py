@@ -1,6 +1,10 @@
 """A pytest plugin that records every AWS request moto serves, for the IAM tests.
 
-Loaded with `-p tests.unit.aws.call_recorder` and BAKERY_RECORD_AWS_CALLS=FILE, it wraps
+Two ways in: `-p tests.unit.aws.call_recorder` with BAKERY_RECORD_AWS_CALLS=FILE (what
+test_iam_evaluated.py runs in a subprocess), or, registered by this folder's conftest,
+by itself when one session runs both the IAM tests and every module in
+RECORDED_MODULES: then it records into a temporary file, runs the IAM tests last and
+tells them the file (BAKERY_RECORDED_AWS_CALLS), so the moto runs happen once. It wraps
 moto's request dispatch (`BaseResponse.call_action`), which serves both the in-process
 mock and the threaded server that Packer talks to, and writes one JSON line per request:
 the test, service, action, region, account, the request's parameters, and the tags that
@@ -14,12 +18,30 @@ import json
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 RECORD_ENV = "BAKERY_RECORD_AWS_CALLS"
+# A finished recording the IAM tests read instead of making their own.
+RECORDED_ENV = "BAKERY_RECORDED_AWS_CALLS"
+# The modules whose moto runs exercise every AWS operation bakery has, and Packer's.
+RECORDED_MODULES = (
+    "test_build.py",
+    "test_distribute.py",
+    "test_end_to_end.py",
+    "test_images.py",
+    "test_janitor.py",
+    "test_launch.py",
+    "test_prune.py",
+    "test_release.py",
+    "test_verify.py",
+)
+IAM_TESTS = "test_iam_evaluated.py"
+_FOLDER = "tests/unit/aws/"
 # EC2 ids that can appear as request parameters and carry tags.
 _EC2_ID = re.compile(r"^(i|ami|snap|vol|sg|key|subnet|vpc|eni|lt)-[0-9a-f]+$")
 
@@ -93,8 +115,8 @@ def _ec2_tags(account: str, region: str, parameters: dict[str, Any]) -> dict[str
 
 def _record(response: Any) -> None:
     path = os.environ.get(RECORD_ENV)
-    if not path:
-        return
+    if not path or not _current_test["id"].startswith(_FOLDER):
+        return  # not recording, or a request of another folder's tests (or subprocesses)
     try:
         action = response._get_action()
     except Exception:  # a request moto cannot name is moto's to refuse, not ours
@@ -122,9 +144,15 @@ def _record(response: Any) -> None:
         out.write(json.dumps(line, sort_keys=True) + "\n")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    if not os.environ.get(RECORD_ENV):
+_installed = {"done": False}
+_made_here = {"path": ""}
+
+
+def install() -> None:
+    """Wrap moto's dispatch (to record) and botocore's requests (to mark who calls)."""
+    if _installed["done"]:
         return
+    _installed["done"] = True
     from moto.core.responses import BaseResponse
 
     original = BaseResponse.call_action
@@ -146,10 +174,39 @@ def pytest_configure(config: pytest.Config) -> None:
     Endpoint.make_request = marking_make_request  # type: ignore[method-assign]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get(RECORD_ENV):
+        install()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Record in this session when it runs the IAM tests and every recorded module."""
+    if os.environ.get(RECORD_ENV) or os.environ.get(RECORDED_ENV):
+        return
+    modules = {Path(item.nodeid.split("::")[0]).name for item in session.items}
+    if IAM_TESTS not in modules or not modules >= set(RECORDED_MODULES):
+        return
+    handle, path = tempfile.mkstemp(prefix="bakery-aws-calls-", suffix=".jsonl")
+    os.close(handle)
+    _made_here["path"] = path
+    os.environ[RECORD_ENV] = path
+    os.environ[RECORDED_ENV] = path
+    install()
+    iam = [item for item in session.items if item.nodeid.split("::")[0].endswith(IAM_TESTS)]
+    session.items[:] = [item for item in session.items if item not in iam] + iam
+
+
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     _current_test["id"] = item.nodeid
     try:
         return (yield)
     finally:
         _current_test["id"] = ""
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _made_here["path"]:
+        Path(_made_here["path"]).unlink(missing_ok=True)
+        os.environ.pop(RECORD_ENV, None)
+        os.environ.pop(RECORDED_ENV, None)

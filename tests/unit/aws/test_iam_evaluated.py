@@ -35,7 +35,7 @@ from bakery.aws.iam import (
 )
 from bakery.config import BakeryConfig
 
-from .call_recorder import RECORD_ENV
+from .call_recorder import RECORD_ENV, RECORDED_ENV, RECORDED_MODULES
 from .conftest import OTHER_REGION, REGION, make_config
 from .iam_evaluation import (
     ACCOUNT,
@@ -49,21 +49,6 @@ from .iam_evaluation import (
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
-# The modules whose moto runs exercise every AWS operation bakery has, and Packer's.
-RECORDED_MODULES = (
-    "test_build.py",
-    "test_distribute.py",
-    "test_end_to_end.py",
-    "test_images.py",
-    "test_janitor.py",
-    "test_launch.py",
-    "test_prune.py",
-    "test_release.py",
-    "test_verify.py",
-)
-# Set to a recording made earlier (call_recorder.py) to skip re-running those modules.
-REUSE_ENV = "BAKERY_RECORDED_AWS_CALLS"
-
 # The configs the recorded tests use: every role, copies to OTHER_REGION, a KMS alias.
 CONFIGS = [
     make_config(role, f"aws.copy_regions=['{OTHER_REGION}']", "aws.kms_key_id=alias/bakery-images")
@@ -78,8 +63,9 @@ def pipeline(configs: list[BakeryConfig] = CONFIGS) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def recorded_calls(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    """Every AWS request of the recorded modules' moto runs, re-run in a subprocess."""
-    reuse = os.environ.get(REUSE_ENV)
+    """Every AWS request of the recorded modules' moto runs: this session's, when it ran
+    them all (call_recorder.py), else theirs re-run in a subprocess."""
+    reuse = os.environ.get(RECORDED_ENV)
     if reuse:
         path = Path(reuse)
     else:
