@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -100,7 +101,7 @@ def ours(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- (a) the pipeline ----------------------------------------------------------------
 
 
-def test_the_recording_holds_every_operation_and_packers_own_calls(
+def test_the_recording_holds_every_aws_operation_of_bakery(
     recorded_calls: list[dict[str, Any]],
 ) -> None:
     origins = {call["origin"] for call in recorded_calls}
@@ -111,6 +112,10 @@ def test_the_recording_holds_every_operation_and_packers_own_calls(
         if call["origin"] == "bakery" and call["test"]
     }
     assert by_bakery >= set(RECORDED_MODULES) - {"test_images.py"}
+
+
+@pytest.mark.skipif(shutil.which("packer") is None, reason="needs packer 1.6.x (as the e2e test)")
+def test_the_recording_holds_packers_own_calls(recorded_calls: list[dict[str, Any]]) -> None:
     packer = {call["action"] for call in recorded_calls if call["origin"] == "packer"}
     assert packer >= {"RunInstances", "CreateImage", "CreateTags", "TerminateInstances"}
 
