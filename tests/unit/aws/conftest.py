@@ -199,3 +199,12 @@ def write_manifest(directory: Path, builds: list[dict[str, Any]], last: str) -> 
     (directory / "packer-manifest.json").write_text(
         json.dumps({"builds": builds, "last_run_uuid": last}), encoding="utf-8"
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The IAM tests' call recorder (call_recorder.py): it records only when a session
+    runs the IAM tests and the modules they evaluate, so those run once."""
+    from . import call_recorder
+
+    if not config.pluginmanager.is_registered(call_recorder):
+        config.pluginmanager.register(call_recorder, "bakery-aws-call-recorder")
