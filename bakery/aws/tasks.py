@@ -3,13 +3,13 @@ a bakery.aws call, a table or a line out, and exit codes from `exits_cleanly`.""
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from invoke.context import Context
-from invoke.tasks import task
 from rich.table import Table
 
 from bakery.aws.appsignals import enable_application_signals as start_discovery
@@ -33,11 +33,13 @@ from bakery.aws.launch import (
 )
 from bakery.aws.prune import prune as decide_prune
 from bakery.aws.release import release as promote
-from bakery.cli import COMMON_HELP, console, exits_cleanly, load_configs
+from bakery.cli import COMMON_HELP, console, exits_cleanly, load_configs, task
 from bakery.config import REPO_ROOT, BakeryConfig
 from bakery.errors import BadInput
 
 ROLE_HELP = {key: COMMON_HELP[key] for key in ("role", "config", "set")}
+# An SSM parameter path the instance role may read below: no wildcards, no empty segments.
+SSM_SECRET_PATH = re.compile(r"(/[A-Za-z0-9_.-]+)+/?")
 ITERABLE = ["role", "set"]
 
 
@@ -182,7 +184,7 @@ def enable_application_signals(
     iterable=ITERABLE,
     help={
         **ROLE_HELP,
-        "output": "folder for the policy JSON files (default: iam/)",
+        "output": "folder for the policy JSON files (default: iam/ in the repo)",
         "secret_path": f"SSM path of launch-time secrets (default: {DEFAULT_SECRET_PATH})",
     },
 )
@@ -196,8 +198,16 @@ def iam(
     set: list[str] | None = None,
 ) -> None:
     """Write the instance-role and pipeline IAM policies bakery needs as JSON."""
+    if not SSM_SECRET_PATH.fullmatch(secret_path):
+        raise BadInput(
+            f"--secret-path {secret_path}: give an SSM path like /bakery/secrets/ (letters, "
+            "digits, _ . - between slashes; no wildcards: the policy would grant every secret)"
+        )
     documents = iam_documents(load_configs(role, "aws", config, set), secret_path)
-    for path in write_iam_documents(documents, REPO_ROOT / (output or "iam")):
+    folder = Path(output) if output else REPO_ROOT / "iam"
+    if folder.exists() and not folder.is_dir():
+        raise BadInput(f"--output {output}: is a file; give a folder for the policy files")
+    for path in write_iam_documents(documents, folder):
         console.print(
             f"wrote {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}"
         )
