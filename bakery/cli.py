@@ -59,6 +59,16 @@ class BakeryTask(Task[Any]):
         kwargs["auto_shortflags"] = False
         super().__init__(*args, **kwargs)
 
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Any]:
+        # Invoke pops each help text as it builds an argument: keep them for the next call
+        # (each in-process parse, `--help` after a run, the documentation tests).
+        kept = dict(self.help)
+        try:
+            arguments: list[Any] = super().get_arguments(ignore_unknown_help)
+        finally:
+            self.help = kept
+        return arguments
+
     def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
         opts: dict[str, Any] = super().arg_opts(name, default, taken_names)
         short = SHORT_FLAGS.get(name)
