@@ -12,6 +12,8 @@ import shutil
 import subprocess
 import sys
 
+from rich.markup import escape
+
 from bakery.artifacts import prepare_artifacts
 from bakery.aws import pipeline as aws_pipeline
 from bakery.aws.tasks import (
@@ -184,7 +186,7 @@ def schema(c, output=None):
     """Write the JSON Schema of a config file, for editors and CI to check YAML against."""
     path = output_path("--output", output, BUILD_ROOT / "bakery.schema.json")
     write_text_atomically(path, json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
-    console.print(f"wrote {path}")
+    console.print(f"wrote {escape(str(path))}")
 
 
 @task(help={"cache": "also remove the cache of base images and wheelhouses"})

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from invoke.context import Context
+from rich.markup import escape
 from rich.table import Table
 
 from bakery.aws.appsignals import enable_application_signals as start_discovery
@@ -208,9 +209,8 @@ def iam(
     if folder.exists() and not folder.is_dir():
         raise BadInput(f"--output {output}: is a file; give a folder for the policy files")
     for path in write_iam_documents(documents, folder):
-        console.print(
-            f"wrote {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}"
-        )
+        shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+        console.print(f"wrote {escape(str(shown))}")
 
 
 @task(
@@ -259,7 +259,7 @@ def launch_template(
     write_template_data(data, Path(output))
     name = template_name(cfg, environment)
     console.print(
-        f"wrote {output}; create the template with:\n  aws ec2 create-launch-template "
+        f"wrote {escape(output)}; create the template with:\n  aws ec2 create-launch-template "
         f"--region {cfg.aws.region} --launch-template-name {name} "
-        f"--launch-template-data file://{output}"
+        f"--launch-template-data file://{escape(output)}"
     )

@@ -141,3 +141,25 @@ def test_filesystem_fault_is_one_line_naming_the_path(
     assert caught.value.code == 1
     [line] = capsys.readouterr().err.strip().splitlines()
     assert str(tmp_path / "missing" / "x") in line and "No such file" in line
+
+
+def test_paths_are_printed_as_text_not_markup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    from invoke import Config, Context
+
+    from bakery.config import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("tasks_for_sinks", REPO_ROOT / "tasks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.chdir(tmp_path)
+    module.schema(Context(Config(lazy=True)), output="a[/x]b[bold].json")
+    module.iam(Context(Config(lazy=True)), output="iam[/x]", role=["backend"])
+    err = capsys.readouterr().err
+    assert "wrote a[/x]b[bold].json" in err
+    assert "wrote iam[/x]/pipeline.json" in err
+    assert (tmp_path / "a[" / "x]b[bold].json").is_file()
