@@ -34,13 +34,16 @@ from bakery.aws.launch import (
 )
 from bakery.aws.prune import prune as decide_prune
 from bakery.aws.release import release as promote
-from bakery.cli import COMMON_HELP, console, exits_cleanly, load_configs, task
+from bakery.cli import COMMON_HELP, console, exits_cleanly, load_configs, output_path, task
 from bakery.config import REPO_ROOT, BakeryConfig
 from bakery.errors import BadInput
 
 ROLE_HELP = {key: COMMON_HELP[key] for key in ("role", "config", "set")}
 # An SSM parameter path the instance role may read below: no wildcards, no empty segments.
 SSM_SECRET_PATH = re.compile(r"(/[A-Za-z0-9_.-]+)+/?")
+# What EC2 and IAM accept, checked before any AWS call so a typo is bad input, not a failure.
+AMI_ID = re.compile(r"ami-[0-9a-f]{8,17}")
+INSTANCE_PROFILE_NAME = re.compile(r"[\w+=,.@-]{1,128}")
 ITERABLE = ["role", "set"]
 
 
@@ -74,6 +77,8 @@ def release(
 ) -> None:
     """Promote a verified AMI to an environment (SSM parameter, tags, copies, sharing)."""
     configs = load_configs(role, "aws", config, set)
+    if ami_id and not AMI_ID.fullmatch(ami_id):
+        raise BadInput(f"--ami-id {ami_id}: not an AMI id (ami- and 8 or 17 hex digits)")
     if ami_id and len(configs) != 1:
         raise BadInput("--ami-id names one image: give exactly one --role with it")
     for cfg in configs:
@@ -241,6 +246,13 @@ def launch_template(
 ) -> None:
     """Print the launch template data that launches the role's released AMI (resolve:ssm)."""
     (cfg,) = load_configs([role], "aws", config, set)
+    if instance_profile is not None and not INSTANCE_PROFILE_NAME.fullmatch(instance_profile):
+        raise BadInput(
+            f"--instance-profile {instance_profile}: not an instance profile name "
+            "(1-128 letters, digits and +=,.@_-)"
+        )
+    if output is not None:
+        output_path("--output", output, Path(output))  # a folder is refused before AWS
     path = Path(user_data) if user_data else example_user_data(cfg.role)
     content = read_user_data(path)
     data = launch_template_data(cfg, environment, content, instance_profile)
