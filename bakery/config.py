@@ -399,6 +399,7 @@ def app_distro_version(requirements: Path = APP_REQUIREMENTS) -> str | None:
 # Bounds of what a settings file may be: far above any real config, far below harm.
 MAX_DEPTH = 32
 MAX_EXPANDED_NODES = 20_000
+MAX_LAYER_BYTES = 1024 * 1024
 # Characters no setting may hold: control characters (newlines, NUL, escape sequences)
 # break every line-based file bakery writes; `{{ }}` would be run by Packer's Go templates
 # (tags, AMI names); lone surrogates cannot be written as UTF-8.
@@ -551,9 +552,15 @@ def read_layer(path: Path, *, required: bool) -> Layer | None:
             raise ConfigError(name, "", "file not found: check the path given to --config")
         return None
     try:
-        raw = path.read_bytes()
+        if path.exists() and not path.is_dir() and not path.is_file():
+            # /dev/zero or a FIFO would be read forever
+            raise ConfigError(name, "", "not a regular file: give a YAML file")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_LAYER_BYTES + 1)
     except OSError as exc:
         raise ConfigError(name, "", f"cannot read: {exc.strerror}") from exc
+    if len(raw) > MAX_LAYER_BYTES:
+        raise ConfigError(name, "", f"larger than {MAX_LAYER_BYTES} bytes: not a settings file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -149,6 +149,8 @@ FILE_CASES: list[tuple[str, bytes | str, str]] = [
     ("bool-cpus", "local:\n  cpus: true\n", "local.cpus"),
     ("quoted-number-port", "app:\n  port: '8000'\n", "app.port"),
     ("float-cpus", "local:\n  cpus: 1.5\n", "local.cpus"),
+    ("huge-file", "# " + "x" * (1024 * 1024) + "\n", "larger than"),
+    ("python-tag", "service: !!python/object:os.system {}\n", "invalid YAML"),
     ("empty-owners", "aws:\n  source_images:\n    debian12:\n      owners: []\n",
      "aws.source_images.debian12.owners"),
 ]  # fmt: skip
@@ -306,6 +308,8 @@ OPTION_CASES: list[tuple[str, list[str], str]] = [
     ("target-markup", ["render", "--target", "[bold]x"], "--target [bold]x"),
     ("missing-config-file", ["render", "--config", "no-such-file.yaml"], "no-such-file.yaml"),
     ("config-is-folder", ["render", "--config", "config"], "config"),
+    ("config-is-dev-zero", ["render", "--config", "/dev/zero"], "/dev/zero"),
+    ("config-is-dev-null", ["render", "--config", "/dev/null"], "/dev/null"),
     ("set-no-equals", ["render", "--set", "service.name"], "--set service.name"),
     ("set-unknown", ["render", "--set", "servcie.name=x"], "servcie"),
     ("set-role", ["render", "--set", "role=backend"], "--role"),
