@@ -57,7 +57,7 @@ def packer_binary() -> str:
 
 # PACKER_* variables that change where Packer logs or caches, never what it builds.
 HARMLESS_PACKER_VARIABLES = frozenset(
-    {"PACKER_LOG", "PACKER_LOG_PATH", "PACKER_CACHE_DIR", "PACKER_TMP_DIR"}
+    {"PACKER_LOG", "PACKER_LOG_PATH", "PACKER_CACHE_DIR", "PACKER_TMP_DIR", "PACKER_NO_COLOR"}
 )
 
 
