@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 
-from invoke import task
+from rich.markup import escape
 
 from bakery.artifacts import prepare_artifacts
 from bakery.aws import pipeline as aws_pipeline
@@ -25,7 +25,16 @@ from bakery.aws.tasks import (
     release,
 )
 from bakery.aws.tasks import show_images as show_aws_images
-from bakery.cli import COMMON_HELP, console, exits_cleanly, load_configs
+from bakery.cli import (
+    COMMON_HELP,
+    console,
+    exit_2_on_bad_options,
+    exits_cleanly,
+    load_configs,
+    output_path,
+    task,
+    write_text_atomically,
+)
 from bakery.config import REPO_ROOT, BakeryConfig, json_schema
 from bakery.doctor import examine
 from bakery.errors import OperationFailed
@@ -43,6 +52,7 @@ from bakery.validate import validate_rendered
 from bakery.verify.gate import Verdict, verify_local
 
 ITERABLE = ["role", "set"]
+exit_2_on_bad_options()
 # Release-side tasks live with the AWS code; listed here so `invoke --list` shows them.
 AWS_TASKS = (release, prune, janitor, iam, enable_application_signals, launch_template)
 
@@ -170,14 +180,13 @@ def fmt(c, role=None, target="local", config=None, set=None):
     console.print("[green]rendered HCL is in canonical form[/]")
 
 
-@task(help={"output": "where to write the schema (default: build/bakery.schema.json)"})
+@task(help={"output": "file to write the schema to (default: build/bakery.schema.json)"})
 @exits_cleanly
 def schema(c, output=None):
     """Write the JSON Schema of a config file, for editors and CI to check YAML against."""
-    path = REPO_ROOT / (output or "build/bakery.schema.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
-    console.print(f"wrote {path}")
+    path = output_path("--output", output, BUILD_ROOT / "bakery.schema.json")
+    write_text_atomically(path, json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
+    console.print(f"wrote {escape(str(path))}")
 
 
 @task(help={"cache": "also remove the cache of base images and wheelhouses"})

@@ -8,9 +8,12 @@ Errors name the layer (file or `--set`) that supplied the bad key.
 
 from __future__ import annotations
 
+import importlib.util
+import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -30,6 +33,21 @@ from bakery.errors import BadInput, ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "config"
+# The on-image launch-settings module (stdlib only): its rules for BACKEND_URL and
+# DB_HOST are the ones config defaults must meet, so it is loaded here, not copied.
+LAUNCH_SETTINGS_FILE = REPO_ROOT / "rootfs/common/usr/local/libexec/bakery/launch_settings.py"
+APP_REQUIREMENTS = REPO_ROOT / "app/backend/requirements.txt"
+
+
+def _load_launch_settings() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bakery_launch_settings", LAUNCH_SETTINGS_FILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+launch_settings = _load_launch_settings()
 
 Role = Literal["backend", "frontend", "database"]
 Target = Literal["local", "aws"]
@@ -64,6 +82,74 @@ def _scalar_as_text(value: Any) -> Any:
     return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
+def _image_accepts_backend_url(value: str) -> str:
+    try:
+        launch_settings.backend_upstream(value)
+    except launch_settings.LaunchSettingsError as exc:
+        raise ValueError(f"the image would refuse it: {exc}") from None
+    return value
+
+
+def _image_accepts_host(value: str) -> str:
+    try:
+        launch_settings.checked_host(value)
+    except launch_settings.LaunchSettingsError as exc:
+        raise ValueError(f"the image would refuse it: {exc}") from None
+    return value
+
+
+# Users the image already has (or that own its system files): the app must not run as
+# one of them, nor take one over when the bake creates its user.
+SYSTEM_USERS = frozenset(
+    {"root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
+     "proxy", "www-data", "backup", "list", "irc", "nobody", "admin", "ec2-user", "nginx",
+     "mysql", "cwagent", "sshd", "messagebus", "systemd-network", "systemd-resolve",
+     "systemd-timesync", "_apt", "adm", "shutdown", "halt", "operator", "ftp"}
+)  # fmt: skip
+
+
+def _not_a_system_user(value: str) -> str:
+    if value in SYSTEM_USERS:
+        raise ValueError(f"{value!r} is a system user: give the app a user of its own, e.g. app")
+    return value
+
+
+# Folders the OS owns: installing the app there (and chown-ing it) would break the image.
+SYSTEM_DIRS = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot",
+               "/dev", "/proc", "/sys", "/run", "/tmp", "/root", "/var/lib", "/var/log",
+               "/var/cache", "/var/run", "/var/tmp", "/var/spool", "/opt/aws")  # fmt: skip
+SYSTEM_DIR_PARENTS = ("/", "/opt", "/var", "/home", "/srv", "/mnt", "/media")
+
+
+def _app_dir_of_its_own(value: str) -> str:
+    if posixpath.normpath(value) != value or value.startswith("//"):
+        raise ValueError(f"{value!r} is not a plain absolute path (no '..', '.', '//' or '/' end)")
+    if value in SYSTEM_DIR_PARENTS or any(
+        value == d or value.startswith(d + "/") for d in SYSTEM_DIRS
+    ):
+        raise ValueError(f"{value!r} is a system folder: use a folder of its own, e.g. /opt/app")
+    return value
+
+
+# AWS allows 50 tags per AMI; bakery's own bakery:* tags (about 20) take the rest.
+MAX_USER_TAGS = 25
+GO_TEMPLATE = re.compile(r"\{\{|\}\}")
+
+
+def _tags_fit_aws(tags: dict[str, str]) -> dict[str, str]:
+    if len(tags) > MAX_USER_TAGS:
+        raise ValueError(
+            f"{len(tags)} tags: at most {MAX_USER_TAGS} (AWS allows 50 per AMI and bakery's "
+            "own bakery:* tags need the rest)"
+        )
+    for key in tags:
+        if key.lower().startswith("aws:"):
+            raise ValueError(f"tag {key!r}: the aws: prefix is reserved by AWS")
+        if key.startswith("bakery:"):
+            raise ValueError(f"tag {key!r}: the bakery: prefix is bakery's own")
+    return tags
+
+
 Fingerprint = Annotated[str, AfterValidator(_normalise_fingerprint)]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
@@ -71,7 +157,7 @@ Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ServiceSettings(Section):
@@ -86,8 +172,12 @@ class AppSettings(Section):
     """The application service on the image."""
 
     port: int = Field(ge=1, le=65535)
-    user: LinuxUser = Field(description="system user the app runs as (no login shell)")
-    dir: AbsolutePath = Field(description="install folder of the app and its venv")
+    user: Annotated[LinuxUser, AfterValidator(_not_a_system_user)] = Field(
+        description="system user the app runs as (no login shell); not root or a system user"
+    )
+    dir: Annotated[AbsolutePath, AfterValidator(_app_dir_of_its_own)] = Field(
+        description="install folder of the app and its venv (not a system folder)"
+    )
 
 
 class AgentSource(Section):
@@ -153,8 +243,12 @@ class LaunchDefaults(Section):
     password here: secrets only ever arrive at launch.
     """
 
-    backend_url: HttpUrl
-    db_host: SafeToken
+    backend_url: Annotated[HttpUrl, AfterValidator(_image_accepts_backend_url)] = Field(
+        description="http://HOST[:PORT] of the backend (no https, path or query)"
+    )
+    db_host: Annotated[SafeToken, AfterValidator(_image_accepts_host)] = Field(
+        description="the database host: an IP address or a DNS name"
+    )
     db_port: int = Field(ge=1, le=65535)
     db_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,64}$")]
     db_user: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,32}$")]
@@ -175,6 +269,13 @@ AMI_NAME_FIELDS = ("role", "os", "timestamp", "inputs_hash")
 
 
 def _check_ami_name_pattern(value: str) -> str:
+    try:
+        value.format(**{name: "x" for name in AMI_NAME_FIELDS})
+    except (ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise ValueError(
+            f"not a name pattern ({exc}): use {{role}}, {{os}}, {{timestamp}} or "
+            "{inputs_hash} and no other braces"
+        ) from None
     fields = set(re.findall(r"\{([^{}]*)\}", value))
     unknown = fields - set(AMI_NAME_FIELDS)
     if unknown:
@@ -204,15 +305,19 @@ class AwsSettings(Section):
     encrypt: bool = Field(description="encrypt the AMI's snapshots (never turn off for prod)")
     kms_key_id: SafeToken | None = None
     imdsv2_required: bool
-    deprecate_after_days: int | None = Field(default=None, ge=1)
+    # EC2 refuses deprecation times more than 10 years ahead.
+    deprecate_after_days: int | None = Field(default=None, ge=1, le=3650)
     copy_regions: list[Region] = Field(default_factory=list)
     share_accounts: list[AccountId] = Field(default_factory=list)
     share_org_arns: list[
         Annotated[str, StringConstraints(pattern=r"^arn:aws[a-z-]*:organizations::[0-9]{12}:")]
     ] = Field(default_factory=list)
-    tags: dict[
-        Annotated[str, StringConstraints(min_length=1, max_length=128)],
-        Annotated[str, BeforeValidator(_scalar_as_text), StringConstraints(max_length=256)],
+    tags: Annotated[
+        dict[
+            Annotated[str, StringConstraints(min_length=1, max_length=128)],
+            Annotated[str, BeforeValidator(_scalar_as_text), StringConstraints(max_length=256)],
+        ],
+        AfterValidator(_tags_fit_aws),
     ] = Field(default_factory=dict)
     retention: int = Field(ge=1, description="verified AMIs kept per role and region by prune")
     ssm_prefix: Annotated[str, StringConstraints(pattern=r"^(/[A-Za-z0-9_.-]+)+$")]
@@ -278,8 +383,150 @@ class BakeryConfig(Section):
         return self.aws.source_images[self.os]
 
 
+def app_distro_version(requirements: Path = APP_REQUIREMENTS) -> str | None:
+    """The aws-opentelemetry-distro version the app's hashed requirements pin."""
+    try:
+        text = requirements.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    match = re.search(r"^aws-opentelemetry-distro==([0-9][0-9.]*)", text, re.M)
+    return match.group(1) if match else None
+
+
 # ---------------------------------------------------------------------------------------
 # Loading
+
+# Bounds of what a settings file may be: far above any real config, far below harm.
+MAX_DEPTH = 32
+MAX_EXPANDED_NODES = 20_000
+MAX_LAYER_BYTES = 1024 * 1024
+# Characters no setting may hold: control characters (newlines, NUL, escape sequences)
+# break every line-based file bakery writes; `{{ }}` would be run by Packer's Go templates
+# (tags, AMI names); lone surrogates cannot be written as UTF-8.
+FORBIDDEN_TEXT = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]|\{\{|\}\}")
+
+
+class LayerProblem(Exception):
+    """A settings file is not acceptable YAML for bakery; carries the line and key."""
+
+    def __init__(self, problem: str, line: int | None = None, key: str = "") -> None:
+        self.problem, self.line, self.key = problem, line, key
+        super().__init__(problem)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses nesting past MAX_DEPTH while composing (PyYAML's
+    composer recurses: 20,000 levels would crash it)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise LayerProblem(f"nested deeper than {MAX_DEPTH} levels", mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _check_tree(root: yaml.Node) -> None:
+    """Refuse duplicate keys (the later one would silently win) and aliases that expand
+    past MAX_EXPANDED_NODES (an alias bomb), before anything is constructed."""
+    sizes: dict[int, int] = {}
+
+    in_progress: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in in_progress:
+            raise LayerProblem(
+                "an alias refers to the value that holds it (a loop)", node.start_mark.line + 1
+            )
+        if id(node) not in sizes:
+            in_progress.add(id(node))
+            total = 1
+            if isinstance(node, yaml.MappingNode):
+                total += sum(size(k) + size(v) for k, v in node.value)
+            elif isinstance(node, yaml.SequenceNode):
+                total += sum(size(item) for item in node.value)
+            sizes[id(node)] = min(total, MAX_EXPANDED_NODES + 1)
+            in_progress.discard(id(node))
+        return sizes[id(node)]
+
+    if size(root) > MAX_EXPANDED_NODES:
+        raise LayerProblem(
+            f"expands to more than {MAX_EXPANDED_NODES} values (YAML aliases): write it out"
+        )
+
+    def walk(node: yaml.Node, path: tuple[str, ...], seen: set[int]) -> None:
+        if id(node) in seen:
+            return
+        seen = seen | {id(node)}
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+                here = (*path, key)
+                if key in first and key_node.tag != "tag:yaml.org,2002:merge":
+                    raise LayerProblem(
+                        f"duplicate key (first at line {first[key]}): the later one would "
+                        "silently replace it; keep one",
+                        key_node.start_mark.line + 1,
+                        ".".join(here),
+                    )
+                first.setdefault(key, key_node.start_mark.line + 1)
+                walk(value_node, here, seen)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, (*path, str(index)), seen)
+
+    walk(root, (), set())
+
+
+def load_yaml_text(text: str) -> Any:
+    """Parse one YAML document with bakery's bounds; raises LayerProblem or yaml.YAMLError."""
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_tree(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _forbidden_text(data: Any, path: tuple[str, ...] = ()) -> tuple[str, str] | None:
+    """(key path, what is wrong) for the first string that holds forbidden text."""
+    items: Iterable[tuple[Any, Any]] = ()
+    if isinstance(data, Mapping):
+        items = data.items()
+    elif isinstance(data, list):
+        items = enumerate(data)
+    elif isinstance(data, str):
+        found = FORBIDDEN_TEXT.search(data)
+        if found:
+            what = found.group()
+            shown = repr(what) if what in ("{{", "}}") else f"U+{ord(what):04X}"
+            return (
+                ".".join(path),
+                f"holds {shown}: control characters, lone surrogates and "
+                "{{ }} (Packer templates) are not allowed in any setting",
+            )
+        return None
+    for key, value in items:
+        here = (*path, str(key))
+        if isinstance(key, str):
+            problem = _forbidden_text(key, here)
+            if problem:
+                return problem
+        problem = _forbidden_text(value, here)
+        if problem:
+            return problem
+    return None
 
 
 class Layer:
@@ -305,16 +552,25 @@ def read_layer(path: Path, *, required: bool) -> Layer | None:
             raise ConfigError(name, "", "file not found: check the path given to --config")
         return None
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.exists() and not path.is_dir() and not path.is_file():
+            # /dev/zero or a FIFO would be read forever
+            raise ConfigError(name, "", "not a regular file: give a YAML file")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_LAYER_BYTES + 1)
     except OSError as exc:
         raise ConfigError(name, "", f"cannot read: {exc.strerror}") from exc
+    if len(raw) > MAX_LAYER_BYTES:
+        raise ConfigError(name, "", f"larger than {MAX_LAYER_BYTES} bytes: not a settings file")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(name, "", f"invalid YAML{where}: {problem}") from exc
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            name,
+            "",
+            f"not UTF-8 text (byte {raw[exc.start]:#04x} at line {line}): save it as UTF-8",
+        ) from None
+    data = _parse_layer(name, text)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -327,6 +583,30 @@ def read_layer(path: Path, *, required: bool) -> Layer | None:
     return Layer(name, data)
 
 
+def _parse_layer(name: str, text: str, key: str = "") -> Any:
+    try:
+        data = load_yaml_text(text)
+    except LayerProblem as exc:
+        where = f"line {exc.line}: " if exc.line else ""
+        raise ConfigError(name, exc.key, f"{where}{exc.problem}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(
+            name, "", f"invalid YAML at line {line}: character {exc.character!r} is not allowed"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(name, "", f"invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(name, "", f"nested deeper than {MAX_DEPTH} levels") from None
+    problem = _forbidden_text(data)
+    if problem:
+        raise ConfigError(name, ".".join(p for p in (key, problem[0]) if p), problem[1])
+    return data
+
+
 def parse_override(assignment: str) -> Layer:
     """Turn `--set key.path=value` into a layer; the value is read as a YAML scalar/list."""
     label = f"--set {assignment}"
@@ -337,10 +617,7 @@ def parse_override(assignment: str) -> Layer:
     if any(not part for part in parts):
         raise ConfigError(label, key, "empty segment in the key path")
     _check_path_exists(label, parts)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(label, key, f"value is not valid YAML: {exc}") from exc
+    value = _parse_layer(f"--set {key}", raw, key) if raw.strip() else ""
     data: dict[str, Any] = {}
     cursor = data
     for part in parts[:-1]:
@@ -456,9 +733,20 @@ def load_config(
             message = "unknown key: check the spelling against `invoke schema`"
         elif first["type"] == "missing":
             message = "required setting is missing"
+        elif first["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
         elif first["type"] == "string_pattern_mismatch":
             message = f"{first['input']!r} is not allowed here ({message})"
         return _raise_located(origin, loc, message, len(exc.errors()))
+    pinned = app_distro_version()
+    if pinned is not None and config.otel.distro_version != pinned:
+        raise ConfigError(
+            _blame(origin, ("otel", "distro_version")),
+            "otel.distro_version",
+            f"{config.otel.distro_version!r} differs from aws-opentelemetry-distro=={pinned} "
+            "that app/backend/requirements.txt pins (the bake installs that file with "
+            "--require-hashes and would fail): change both together",
+        )
     if config.target == "aws" and config.agent.package == "test-double":
         raise ConfigError(
             _blame(origin, ("agent", "package")),
@@ -490,10 +778,22 @@ def _raise_located(
 
 
 def json_schema() -> dict[str, Any]:
-    """The JSON Schema of a user config file (every section optional: it is a layer)."""
+    """The JSON Schema of one config layer (a file in config/, a --config file): every
+    key optional at every depth, since a layer sets only what it changes; unknown keys
+    and wrong types are still errors."""
     schema = BakeryConfig.model_json_schema()
     schema["title"] = "bakery configuration layer"
     schema["properties"].pop("role", None)
     schema["properties"].pop("target", None)
-    schema.pop("required", None)
+
+    def drop_required(node: Any) -> None:
+        if isinstance(node, dict):
+            node.pop("required", None)
+            for value in node.values():
+                drop_required(value)
+        elif isinstance(node, list):
+            for item in node:
+                drop_required(item)
+
+    drop_required(schema)
     return schema

@@ -15,8 +15,13 @@ def hcl_literal(value: Any) -> str:
     if isinstance(value, int | float):
         return json.dumps(value)
     if isinstance(value, str):
-        # JSON string escapes are valid HCL; `${` and `%{` must be doubled to stay text.
-        return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
+        if "{{" in value or "}}" in value:
+            # Packer runs some strings (tags, AMI names) as Go templates: `{{ .SourceAMI }}`
+            # would become a value; config refuses these, this is the last guard.
+            raise ValueError(f"{value!r}: {{{{ }}}} would run as a Packer template")
+        # JSON string escapes are valid HCL (raw UTF-8 too: HCL's \u takes no surrogate
+        # pairs, so non-BMP characters stay as they are); `${` and `%{` must be doubled.
+        return json.dumps(value, ensure_ascii=False).replace("${", "$${").replace("%{", "%%{")
     if isinstance(value, list | tuple):
         return "[" + ", ".join(hcl_literal(item) for item in value) + "]"
     if isinstance(value, Mapping):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bakery.errors import MissingTool, OperationFailed
+from bakery.errors import BadInput, MissingTool, OperationFailed
 
 INSTALL_HINT = (
     "install it with `apt-get install packer` (1.6.x) or HashiCorp's release (>= 1.10), "
@@ -54,10 +55,43 @@ def packer_binary() -> str:
     return found
 
 
+# PACKER_* variables that change where Packer logs or caches, never what it builds.
+HARMLESS_PACKER_VARIABLES = frozenset(
+    {"PACKER_LOG", "PACKER_LOG_PATH", "PACKER_CACHE_DIR", "PACKER_TMP_DIR", "PACKER_NO_COLOR"}
+)
+
+
+def packer_environment(**settings: str) -> dict[str, str]:
+    """The environment every Packer run gets: this process's, plus `settings`, with no
+    update check. PKR_VAR_* (variable values) and PACKER_* (plugins, config file, ...)
+    would change the build past bakery's validation and its record: refused, named."""
+    leaks = sorted(
+        name
+        for name in os.environ
+        if name.startswith("PKR_VAR_")
+        or (name.startswith("PACKER_") and name not in HARMLESS_PACKER_VARIABLES)
+    )
+    if leaks:
+        raise BadInput(
+            f"environment variable {leaks[0]} is set: Packer would use it instead of "
+            f"bakery's validated config; unset {' '.join(leaks)} (settings go in a config "
+            "file or --set KEY=VALUE)"
+        )
+    # Packer 1.6 phones home for update checks; CI and offline machines must not wait.
+    return {**os.environ, "CHECKPOINT_DISABLE": "1", **settings}
+
+
 def detect_version() -> PackerVersion:
-    """Ask the installed Packer for its version."""
+    """Ask the installed Packer for its version (after checking its environment, so a
+    leaking variable is refused before anything is rendered or built)."""
+    env = packer_environment()
     result = subprocess.run(
-        [packer_binary(), "version"], capture_output=True, text=True, check=False, timeout=60
+        [packer_binary(), "version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=env,
     )
     if result.returncode != 0:
         raise OperationFailed(f"`packer version` failed: {result.stderr.strip()}")
@@ -72,7 +106,7 @@ def run_packer(args: list[str], cwd: Path, log_path: Path | None = None) -> str:
         capture_output=True,
         text=True,
         check=False,
-        env=_packer_env(),
+        env=packer_environment(),
     )
     output = result.stdout + result.stderr
     if log_path is not None:
@@ -80,12 +114,3 @@ def run_packer(args: list[str], cwd: Path, log_path: Path | None = None) -> str:
     if result.returncode != 0:
         raise OperationFailed(f"packer {args[0]} failed in {cwd}:\n{output.strip()}")
     return output
-
-
-def _packer_env() -> dict[str, str]:
-    import os
-
-    env = dict(os.environ)
-    # Packer 1.6 phones home for update checks; CI and offline machines must not wait.
-    env.setdefault("CHECKPOINT_DISABLE", "1")
-    return env

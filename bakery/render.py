@@ -46,6 +46,33 @@ DEPRECATION = "deprecate_at"
 ORG_SHARING = "ami_org_arns"
 
 _LEFTOVER = re.compile(r"\[\[|\]\]|\[%|%\]")
+# Text that needs no quoting in a systemd EnvironmentFile= line.
+_PLAIN_ENV_VALUE = re.compile(r"^[A-Za-z0-9._:/@+,=#-]*$")
+
+
+def _refuse_control(value: str, sink: str) -> None:
+    if re.search(r"[\x00-\x1f\x7f]", value):
+        raise ValueError(f"{value!r}: a control character cannot go into {sink}")
+
+
+def systemd_environment(assignment: str) -> str:
+    """`NAME=value` as the argument of a unit's Environment= line: double-quoted, with
+    `\\` and `"` escaped and `%` doubled (systemd expands %-specifiers there)."""
+    _refuse_control(assignment, "a systemd unit")
+    escaped = assignment.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{escaped}"'
+
+
+def env_file_value(value: Any) -> str:
+    """A value for a `KEY=value` line of an EnvironmentFile=: as it is when plain,
+    else single-quoted (systemd reads single quotes literally; no specifiers there)."""
+    text = str(value)
+    _refuse_control(text, "an environment file")
+    if _PLAIN_ENV_VALUE.match(text):
+        return text
+    if "'" in text:
+        raise ValueError(f"{text!r}: a quote cannot go into an environment file")
+    return f"'{text}'"
 
 
 @dataclass(frozen=True)
@@ -78,14 +105,17 @@ def _environment(search_path: Path) -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
     )
+    # The one escaping function per sink: HCL, unit Environment= lines, env files.
     env.filters["hcl"] = hcl_literal
+    env.filters["systemd_environment"] = systemd_environment
+    env.filters["env_file_value"] = env_file_value
     return env
 
 
 def _render_text(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
     try:
         text = env.get_template(name).render(**context)
-    except jinja2.TemplateError as exc:
+    except (jinja2.TemplateError, ValueError) as exc:
         raise OperationFailed(f"template {name}: {exc}") from exc
     leftover = _LEFTOVER.search(text)
     if leftover:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import uuid
@@ -44,7 +43,7 @@ from bakery.cli import console
 from bakery.config import REPO_ROOT, BakeryConfig
 from bakery.errors import BadInput, BakeryError, OperationFailed
 from bakery.hcl import write_var_file
-from bakery.packer import packer_binary
+from bakery.packer import packer_binary, packer_environment
 from bakery.render import DEPRECATION, IMDSV2_ON_AMI, ORG_SHARING, RenderedRole
 
 if TYPE_CHECKING:
@@ -118,8 +117,7 @@ def stream_packer(args: list[str], cwd: Path, log_path: Path) -> None:
     Packer runs in its own session, so Ctrl-C reaches only bakery, which then forwards
     one SIGINT: Packer cancels and removes what it created, and bakery waits for that.
     """
-    env = dict(os.environ)
-    env.setdefault("CHECKPOINT_DISABLE", "1")  # no update check: offline CI must not wait
+    env = packer_environment()
     tail: list[str] = []
     with (
         log_path.open("w", encoding="utf-8") as log,

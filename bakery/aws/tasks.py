@@ -3,13 +3,14 @@ a bakery.aws call, a table or a line out, and exit codes from `exits_cleanly`.""
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from invoke.context import Context
-from invoke.tasks import task
+from rich.markup import escape
 from rich.table import Table
 
 from bakery.aws.appsignals import enable_application_signals as start_discovery
@@ -33,11 +34,16 @@ from bakery.aws.launch import (
 )
 from bakery.aws.prune import prune as decide_prune
 from bakery.aws.release import release as promote
-from bakery.cli import COMMON_HELP, console, exits_cleanly, load_configs
+from bakery.cli import COMMON_HELP, console, exits_cleanly, load_configs, output_path, task
 from bakery.config import REPO_ROOT, BakeryConfig
 from bakery.errors import BadInput
 
 ROLE_HELP = {key: COMMON_HELP[key] for key in ("role", "config", "set")}
+# An SSM parameter path the instance role may read below: no wildcards, no empty segments.
+SSM_SECRET_PATH = re.compile(r"(/[A-Za-z0-9_.-]+)+/?")
+# What EC2 and IAM accept, checked before any AWS call so a typo is bad input, not a failure.
+AMI_ID = re.compile(r"ami-[0-9a-f]{8,17}")
+INSTANCE_PROFILE_NAME = re.compile(r"[\w+=,.@-]{1,128}")
 ITERABLE = ["role", "set"]
 
 
@@ -71,6 +77,8 @@ def release(
 ) -> None:
     """Promote a verified AMI to an environment (SSM parameter, tags, copies, sharing)."""
     configs = load_configs(role, "aws", config, set)
+    if ami_id and not AMI_ID.fullmatch(ami_id):
+        raise BadInput(f"--ami-id {ami_id}: not an AMI id (ami- and 8 or 17 hex digits)")
     if ami_id and len(configs) != 1:
         raise BadInput("--ami-id names one image: give exactly one --role with it")
     for cfg in configs:
@@ -182,7 +190,7 @@ def enable_application_signals(
     iterable=ITERABLE,
     help={
         **ROLE_HELP,
-        "output": "folder for the policy JSON files (default: iam/)",
+        "output": "folder for the policy JSON files (default: iam/ in the repo)",
         "secret_path": f"SSM path of launch-time secrets (default: {DEFAULT_SECRET_PATH})",
     },
 )
@@ -196,11 +204,18 @@ def iam(
     set: list[str] | None = None,
 ) -> None:
     """Write the instance-role and pipeline IAM policies bakery needs as JSON."""
-    documents = iam_documents(load_configs(role, "aws", config, set), secret_path)
-    for path in write_iam_documents(documents, REPO_ROOT / (output or "iam")):
-        console.print(
-            f"wrote {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}"
+    if not SSM_SECRET_PATH.fullmatch(secret_path):
+        raise BadInput(
+            f"--secret-path {secret_path}: give an SSM path like /bakery/secrets/ (letters, "
+            "digits, _ . - between slashes; no wildcards: the policy would grant every secret)"
         )
+    documents = iam_documents(load_configs(role, "aws", config, set), secret_path)
+    folder = Path(output) if output else REPO_ROOT / "iam"
+    if folder.exists() and not folder.is_dir():
+        raise BadInput(f"--output {output}: is a file; give a folder for the policy files")
+    for path in write_iam_documents(documents, folder):
+        shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+        console.print(f"wrote {escape(str(shown))}")
 
 
 @task(
@@ -231,6 +246,13 @@ def launch_template(
 ) -> None:
     """Print the launch template data that launches the role's released AMI (resolve:ssm)."""
     (cfg,) = load_configs([role], "aws", config, set)
+    if instance_profile is not None and not INSTANCE_PROFILE_NAME.fullmatch(instance_profile):
+        raise BadInput(
+            f"--instance-profile {instance_profile}: not an instance profile name "
+            "(1-128 letters, digits and +=,.@_-)"
+        )
+    if output is not None:
+        output_path("--output", output, Path(output))  # a folder is refused before AWS
     path = Path(user_data) if user_data else example_user_data(cfg.role)
     content = read_user_data(path)
     data = launch_template_data(cfg, environment, content, instance_profile)
@@ -249,7 +271,7 @@ def launch_template(
     write_template_data(data, Path(output))
     name = template_name(cfg, environment)
     console.print(
-        f"wrote {output}; create the template with:\n  aws ec2 create-launch-template "
+        f"wrote {escape(output)}; create the template with:\n  aws ec2 create-launch-template "
         f"--region {cfg.aws.region} --launch-template-name {name} "
-        f"--launch-template-data file://{output}"
+        f"--launch-template-data file://{escape(output)}"
     )

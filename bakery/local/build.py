@@ -32,7 +32,7 @@ from bakery.errors import BadInput, BakeryError, MissingTool, OperationFailed
 from bakery.hcl import write_var_file
 from bakery.local.accelerator import choose_accelerator
 from bakery.local.base_image import BaseImage, ensure_base_image
-from bakery.packer import PackerVersion, detect_version, packer_binary
+from bakery.packer import PackerVersion, detect_version, packer_binary, packer_environment
 from bakery.progress import Progress
 from bakery.render import BUILD_ROOT, RenderedRole, render_role
 
@@ -173,7 +173,7 @@ def _run_packer_build(
 ) -> None:
     """`packer build`, its full output kept in the role's log, its steps shown as progress."""
     command = [packer_binary(), "build", "-color=false", f"-var-file={var_file}", "."]
-    env = dict(os.environ, CHECKPOINT_DISABLE="1", PACKER_NO_COLOR="1")
+    env = packer_environment(PACKER_NO_COLOR="1")
     with log_path.open("w") as log:
         process = subprocess.Popen(
             command,

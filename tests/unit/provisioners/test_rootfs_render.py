@@ -4,16 +4,15 @@ the image, that every file has a step that installs it, and that the units are s
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from bakery_provision import agent, backend, database, frontend, prepare
 from provisioner_fakes import REPO_ROOT
+from systemd_units import hermetic_unit_tree, referenced_units, systemd_analyze
 
 from bakery.config import load_config
 
@@ -180,75 +179,8 @@ def test_database_init_runs_after_mariadb(render_stage: Render) -> None:
     assert unit_lines(unit, "Requires") == ["mariadb.service"]
 
 
-# Keys whose values name other units; verify loads each of them, so each needs a file.
-UNIT_REFERENCE_KEYS = (
-    "After", "Before", "Wants", "Requires", "Requisite", "BindsTo", "PartOf", "Upholds",
-    "Conflicts", "OnFailure", "OnSuccess", "WantedBy", "RequiredBy", "UpheldBy", "Also",
-)  # fmt: skip
-# The units systemd adds to every service by default (DefaultDependencies=yes).
-DEFAULT_DEPENDENCIES = ("sysinit.target", "basic.target", "shutdown.target")
-EXEC_LINE = re.compile(r"^(Exec[A-Za-z]+=[-@:+!]*)(/\S+)", re.M)
-
-
-def referenced_units(text: str) -> set[str]:
-    """The unit names a unit file's dependency keys mention."""
-    names: set[str] = set()
-    for key in UNIT_REFERENCE_KEYS:
-        for match in re.finditer(rf"^{key}=(.*)$", text, re.M):
-            names.update(match.group(1).split())
-    return names
-
-
-def hermetic_unit_tree(render_stage: Render, out: Path) -> tuple[Path, list[Path]]:
-    """A unit search path that holds only every role's rendered units and drop-ins, and a
-    stub for each unit they reference: verify then never reads the host's /lib/systemd or
-    /etc/systemd (a host without MariaDB, nginx or the agent sees the same result). Every
-    program a unit runs is replaced by an executable stub for the same reason."""
-    stub = out / "stub-program"
-    stub.write_text("#!/bin/sh\n")
-    stub.chmod(0o755)
-    tree = out / "units"
-    tree.mkdir()
-    ours: list[Path] = []
-    referenced = set(DEFAULT_DEPENDENCIES)
-    for role in ROLES:
-        rendered = render_stage(role) / "rootfs" / UNIT_DIR
-        for source in sorted(p for p in rendered.rglob("*") if p.is_file()):
-            text = EXEC_LINE.sub(lambda m: m.group(1) + str(stub), source.read_text())
-            referenced |= referenced_units(text)
-            target = tree / source.relative_to(rendered)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-            if target.parent == tree:
-                ours.append(target)
-            else:  # a drop-in extends a unit the image's packages ship
-                referenced.add(target.parent.name.removesuffix(".d"))
-    for name in sorted(referenced):
-        if not (tree / name).exists():
-            kind = "Service" if name.endswith(".service") else None
-            body = f"[Unit]\nDescription=stand-in for {name}\n"
-            if kind:
-                body += f"\n[Service]\nExecStart={stub}\n"
-            (tree / name).write_text(body)
-    return tree, ours
-
-
-def systemd_analyze(tree: Path, *arguments: str, cwd: Path | None = None) -> str:
-    """systemd-analyze with `tree` as its only unit search path (no trailing ':', so the
-    built-in host paths are not appended); returns stdout and stderr together."""
-    result = subprocess.run(
-        ["systemd-analyze", *arguments],
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SYSTEMD_UNIT_PATH": str(tree)},
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=cwd,
-    )
-    return f"exit {result.returncode}\n{result.stdout}{result.stderr}"
-
-
 def test_unit_tree_stubs_every_referenced_unit(render_stage: Render, tmp_path: Path) -> None:
-    tree, ours = hermetic_unit_tree(render_stage, tmp_path)
+    tree, ours = hermetic_unit_tree([render_stage(r) for r in ROLES], tmp_path)
     names = {p.name for p in tree.iterdir()}
     assert {"mariadb.service", "nginx.service", "amazon-cloudwatch-agent.service"} <= names
     assert {"network-online.target", "multi-user.target", "cloud-init.service"} <= names
@@ -258,7 +190,7 @@ def test_unit_tree_stubs_every_referenced_unit(render_stage: Render, tmp_path: P
 
 @needs_systemd_analyze
 def test_units_pass_systemd_analyze_verify(render_stage: Render, tmp_path: Path) -> None:
-    tree, ours = hermetic_unit_tree(render_stage, tmp_path)
+    tree, ours = hermetic_unit_tree([render_stage(r) for r in ROLES], tmp_path)
     output = systemd_analyze(tree, "verify", "--man=no", *map(str, ours))
     # verify exits 0 on mere warnings (unknown keys, bad values): any output is a finding.
     assert output == "exit 0\n", output
@@ -268,7 +200,7 @@ def test_units_pass_systemd_analyze_verify(render_stage: Render, tmp_path: Path)
 def test_verify_reads_no_unit_from_the_host(render_stage: Render, tmp_path: Path) -> None:
     # systemd-journald.service is on every host with systemd: verify must still not find it,
     # since the tree is its only search path; and a missing stand-in must be a finding.
-    tree, ours = hermetic_unit_tree(render_stage, tmp_path)
+    tree, ours = hermetic_unit_tree([render_stage(r) for r in ROLES], tmp_path)
     probe = tree / "probe.service"
     probe.write_text("[Unit]\nRequires=systemd-journald.service\n[Service]\nExecStart=/bin/true\n")
     output = systemd_analyze(tree, "verify", "--man=no", str(probe))
@@ -283,7 +215,7 @@ def test_verify_reads_no_unit_from_the_host(render_stage: Render, tmp_path: Path
 def test_fastapi_unit_exposure_is_within_the_verify_ceiling(
     render_stage: Render, tmp_path: Path
 ) -> None:
-    tree, _ = hermetic_unit_tree(render_stage, tmp_path)
+    tree, _ = hermetic_unit_tree([render_stage(r) for r in ROLES], tmp_path)
     unit = tree / "fastapi-otel.service"
     output = systemd_analyze(
         tree, "security", "--offline=true", "--no-pager", str(unit), cwd=tmp_path

@@ -1,18 +1,24 @@
 """What bakery's boot-time scripts share: the instance metadata service (IMDSv2), the
 database password from the launch settings (DB_PASSWORD, or DB_PASSWORD_SSM_PARAMETER
-read with the aws CLI) and writing values into systemd environment files.
+read with the aws CLI), the rules launch settings must meet (BACKEND_URL, DB_HOST) and
+writing values into systemd environment files.
 
-The scripts beside this module import it. It runs with the image's /usr/bin/python3 (3.9
-on Amazon Linux 2023): standard library only. Nothing here prints a password.
+The scripts beside this module import it; the host's bakery.config loads this same file
+to hold config defaults to the same rules, so the image never refuses what the config
+accepted. It runs with the image's /usr/bin/python3 (3.9 on Amazon Linux 2023): standard
+library only. Nothing here prints a password.
 """
 
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import os
+import re
 import shutil
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 
@@ -24,6 +30,50 @@ SSM_TIMEOUT_S = 60
 
 class LaunchSettingsError(Exception):
     """A launch setting is missing or unusable; the message says what to put where."""
+
+
+HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+)
+
+
+def checked_host(host: str) -> str:
+    """`host` as nginx and the database client take it: an IPv4 or IPv6 address (bare,
+    IPv6 shown in brackets) or a DNS name. No CIDR, port, path or anything else."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]") if host.startswith("[") else host)
+    except ValueError:
+        if not HOSTNAME.match(host):
+            raise LaunchSettingsError(f"{host!r} is not a host name or an IP address") from None
+        return host
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+def backend_upstream(url: str) -> str:
+    """`host:port` for nginx's upstream, from BACKEND_URL: http://HOST[:PORT][/] only."""
+    url = url.strip()
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise LaunchSettingsError(f"BACKEND_URL {url!r} is not a URL: {exc}") from exc
+    if parts.scheme != "http":
+        raise LaunchSettingsError(f"BACKEND_URL {url!r} must start with http://")
+    if parts.username or parts.password:
+        raise LaunchSettingsError(f"BACKEND_URL {url!r} must not carry a user or password")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise LaunchSettingsError(
+            f"BACKEND_URL {url!r} must have no path, query or fragment: /api/ maps to its root"
+        )
+    host = parts.hostname or ""
+    if not host:
+        raise LaunchSettingsError(f"BACKEND_URL {url!r} has no host")
+    try:
+        shown = checked_host(host)
+    except LaunchSettingsError:
+        raise LaunchSettingsError(f"BACKEND_URL {url!r}: {host!r} is not a host name") from None
+    return f"{shown}:{port or 80}"
 
 
 def _imds_request(request: urllib.request.Request, timeout: float) -> str | None:
