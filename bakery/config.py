@@ -168,7 +168,6 @@ class SourceImageFilter(Section):
     )
     name_pattern: Annotated[str, StringConstraints(min_length=1, pattern=r"^[^\s\"'$`\\]+$")]
     architecture: Literal["x86_64", "arm64"]
-    ssh_username: LinuxUser = Field(description="the image's default login user")
 
 
 AMI_NAME_FIELDS = ("role", "os", "timestamp", "inputs_hash")
@@ -239,11 +238,24 @@ class LocalSettings(Section):
     )
 
 
+class SshSettings(Section):
+    """How bakery logs in to the machines it bakes on and verifies, on every target."""
+
+    usernames: dict[OsFamily, LinuxUser] = Field(
+        description="the default login user of each OS family's images (Debian: admin)"
+    )
+    build_timeout_s: int = Field(
+        ge=10, le=3600, description="how long Packer waits for SSH on the build machine"
+    )
+
+
 class VerifySettings(Section):
     """Thresholds the verification gate holds images to."""
 
     max_exposure: float = Field(ge=0, le=10, description="systemd-analyze security ceiling")
-    boot_timeout_s: int = Field(ge=10, le=3600)
+    boot_timeout_s: int = Field(
+        ge=10, le=3600, description="how long a verification boot may take to answer SSH"
+    )
 
 
 class BakeryConfig(Section):
@@ -259,6 +271,7 @@ class BakeryConfig(Section):
     launch: LaunchDefaults
     aws: AwsSettings
     local: LocalSettings
+    ssh: SshSettings
     verify: VerifySettings
 
     @model_validator(mode="after")
@@ -267,6 +280,8 @@ class BakeryConfig(Section):
             raise ValueError(f"agent.sources has no entry for os {self.os!r}")
         if self.os not in self.aws.source_images:
             raise ValueError(f"aws.source_images has no entry for os {self.os!r}")
+        if self.os not in self.ssh.usernames:
+            raise ValueError(f"ssh.usernames has no entry for os {self.os!r}")
         return self
 
     @property
@@ -276,6 +291,11 @@ class BakeryConfig(Section):
     @property
     def source_image(self) -> SourceImageFilter:
         return self.aws.source_images[self.os]
+
+    @property
+    def ssh_username(self) -> str:
+        """The login user of this role's images, for the build and for verification."""
+        return self.ssh.usernames[self.os]
 
 
 # ---------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
 
 from bakery.aws import tags  # noqa: E402
 from bakery.config import BakeryConfig, load_config  # noqa: E402
+from bakery.verify.suites import SuiteResult  # noqa: E402
 
 REGION = "us-east-1"
 OTHER_REGION = "eu-west-1"
@@ -199,3 +200,12 @@ def write_manifest(directory: Path, builds: list[dict[str, Any]], last: str) -> 
     (directory / "packer-manifest.json").write_text(
         json.dumps({"builds": builds, "last_run_uuid": last}), encoding="utf-8"
     )
+
+
+def suite_outcome(
+    passed: bool, failed: tuple[str, ...] = (), junit: Path | None = None
+) -> SuiteResult:
+    """A suite run as a runner double reports it: a passing check, or these failures."""
+    if passed:
+        return SuiteResult(passed=1, junit=junit)
+    return SuiteResult(failed=len(failed), failed_checks=failed, returncode=1, junit=junit)

@@ -8,8 +8,9 @@ import pytest
 
 from bakery.config import load_config
 from bakery.errors import BadInput
+from bakery.inputs import inputs_hash
 from bakery.local.base_image import BaseImage
-from bakery.local.build import _exclusive, _inputs_hash
+from bakery.local.build import _exclusive
 from bakery.packer import PackerVersion
 from bakery.render import render_role
 
@@ -23,29 +24,31 @@ def _rendered(tmp_path: Path, role: str, *sets: str):  # type: ignore[no-untyped
 
 
 def test_inputs_hash_is_stable_for_the_same_inputs(tmp_path: Path) -> None:
-    first = _inputs_hash(_rendered(tmp_path / "a", "frontend"), BASE)
-    second = _inputs_hash(_rendered(tmp_path / "b", "frontend"), BASE)
+    first = inputs_hash(_rendered(tmp_path / "a", "frontend"), BASE.inputs_hash)
+    second = inputs_hash(_rendered(tmp_path / "b", "frontend"), BASE.inputs_hash)
     assert first == second
 
 
 def test_inputs_hash_changes_with_config_stage_and_base(tmp_path: Path) -> None:
-    plain = _inputs_hash(_rendered(tmp_path / "a", "frontend"), BASE)
-    other_config = _inputs_hash(_rendered(tmp_path / "b", "frontend", "local.memory_mb=2048"), BASE)
+    plain = inputs_hash(_rendered(tmp_path / "a", "frontend"), BASE.inputs_hash)
+    other_config = inputs_hash(
+        _rendered(tmp_path / "b", "frontend", "local.memory_mb=2048"), BASE.inputs_hash
+    )
     assert plain != other_config
     rendered = _rendered(tmp_path / "c", "frontend")
     (rendered.stage / "artifacts" / "extra.txt").write_text("one more file for the image")
-    assert _inputs_hash(rendered, BASE) != plain
+    assert inputs_hash(rendered, BASE.inputs_hash) != plain
     other_base = BaseImage(BASE.path, BASE.sha256, "base-inputs-2")
-    assert _inputs_hash(_rendered(tmp_path / "d", "frontend"), other_base) != plain
+    assert inputs_hash(_rendered(tmp_path / "d", "frontend"), other_base.inputs_hash) != plain
 
 
 def test_build_outputs_are_not_inputs(tmp_path: Path) -> None:
     rendered = _rendered(tmp_path, "database")
-    before = _inputs_hash(rendered, BASE)
+    before = inputs_hash(rendered, BASE.inputs_hash)
     (rendered.directory / "packer-manifest.json").write_text("{}")
     (rendered.directory / "manifest").mkdir()
     (rendered.directory / "manifest" / "packages.txt").write_text("nginx 1.22")
-    assert _inputs_hash(rendered, BASE) == before
+    assert inputs_hash(rendered, BASE.inputs_hash) == before
 
 
 def test_a_second_build_in_the_same_checkout_is_refused(tmp_path: Path) -> None:

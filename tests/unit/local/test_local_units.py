@@ -11,8 +11,8 @@ from bakery.config import load_config
 from bakery.errors import BadInput, OperationFailed
 from bakery.local.build import _progress_line
 from bakery.local.mirror import host_debian_mirror
-from bakery.verify.gate import expectations, launch_settings, read_junit
-from bakery.verify.vm import launch_env_file, user_data
+from bakery.verify.launch import launch_env_file, launch_settings, user_data
+from bakery.verify.suites import expectations, read_junit
 
 
 def test_mirror_comes_from_deb822_sources(tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ def test_junit_counts_and_names_failures(tmp_path: Path) -> None:
         '<testcase classname="test_backend" name="test_unit"><error message="y"/></testcase>'
         "</testsuite></testsuites>"
     )
-    assert read_junit(junit) == (1, 2, 1, ["test_agent::test_ports", "test_backend::test_unit"])
+    assert read_junit(junit) == (1, 2, 1, ("test_agent.test_ports", "test_backend.test_unit"))
 
 
 def test_progress_shows_packer_steps_and_provisioner_step_starts() -> None:
