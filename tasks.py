@@ -27,8 +27,8 @@ from bakery.aws.tasks import (
 from bakery.aws.tasks import show_images as show_aws_images
 from bakery.cli import COMMON_HELP, console, exits_cleanly, load_configs, progress, results
 from bakery.config import REPO_ROOT, BakeryConfig, json_schema
-from bakery.doctor import examine
 from bakery.errors import OperationFailed
+from bakery.host_check import examine
 from bakery.local.build import build_local, local_record, verify_local
 from bakery.packer import detect_version, run_packer
 from bakery.progress import Progress
@@ -216,7 +216,7 @@ def test(c, slow=False, k=None):
 
 @task(help={"target": COMMON_HELP["target"]})
 @exits_cleanly
-def doctor(c, target="local"):
+def host_check(c, target="local"):
     """Check this host is ready to bake: tools, KVM or TCG, disk, CA bundle, AWS access."""
     (cfg,) = load_configs(["backend"], target, None, None)
     findings = examine(cfg)

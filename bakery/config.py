@@ -78,7 +78,9 @@ class ServiceSettings(Section):
     """How the role's service shows up in Application Signals (launch time can override)."""
 
     name: SafeToken = Field(description="service.name resource attribute")
-    environment: SafeToken = Field(description="deployment.environment resource attribute")
+    deployment_environment: SafeToken = Field(
+        description="deployment.environment resource attribute (production, staging, dev)"
+    )
     log_group: LogGroupName = Field(description="CloudWatch Logs group for the role's logs")
 
 
@@ -130,8 +132,9 @@ class OtelSettings(Section):
     otlp_endpoint: HttpUrl = Field(description="the agent's OTLP/HTTP endpoint (port 4316)")
     sampling_endpoint: HttpUrl = Field(description="the agent's X-Ray sampling proxy (2000)")
 
-    def environment(self) -> dict[str, str]:
-        """The fixed OTEL variables of the app unit; service and environment come at launch."""
+    def unit_variables(self) -> dict[str, str]:
+        """The fixed OTEL variables of the app's systemd unit (its `Environment=` lines);
+        the service name and deployment environment come at launch."""
         return {
             "OTEL_METRICS_EXPORTER": "none",
             "OTEL_LOGS_EXPORTER": "none",

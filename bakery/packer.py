@@ -23,7 +23,7 @@ from bakery.errors import MissingTool, OperationFailed
 
 INSTALL_HINT = (
     "install it with `apt-get install packer` (1.6.x) or HashiCorp's release (>= 1.10), "
-    "or run `./scripts/run invoke doctor`"
+    "or run `./scripts/run invoke host-check`"
 )
 
 

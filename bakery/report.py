@@ -1,5 +1,5 @@
 """Tables for people, for the CLI to print: what a build or verification run produced,
-the images there are, what `invoke doctor` found. Each function renders onto the
+the images there are, what `invoke host-check` found. Each function renders onto the
 console it is given (the CLI's stdout console: results go to stdout)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from bakery.config import REPO_ROOT
-from bakery.doctor import Finding
+from bakery.host_check import Finding
 from bakery.local.build import RoleResult, image_path, local_record
 from bakery.progress import Console
 from bakery.records import ImageRecord
@@ -79,7 +79,7 @@ def print_local_images(out: Console, roles: list[str]) -> None:
 
 
 def print_findings(out: Console, findings: list[Finding]) -> None:
-    table = _table("bakery doctor", ("check", "status", "detail", "fix"))
+    table = _table("bakery host-check", ("check", "status", "detail", "fix"))
     for f in findings:
         table.add_row(f.check, "[green]ok[/]" if f.ok else "[red]FAIL[/]", f.detail, f.fix)
     out.print(table)

@@ -146,7 +146,7 @@ def booted(
     """Boot `image` with `settings` as launch-time user data; always stop it afterwards."""
     for tool in ("qemu-system-x86_64", "qemu-img", "xorriso", "ssh", "ssh-keygen"):
         if shutil.which(tool) is None:
-            raise MissingTool(tool, "run `./scripts/run invoke doctor` for what to install")
+            raise MissingTool(tool, "run `./scripts/run invoke host-check` for what to install")
     workdir = work_root / f"{name}-{uuid.uuid4().hex[:8]}"
     workdir.mkdir(parents=True)
     process: subprocess.Popen[bytes] | None = None

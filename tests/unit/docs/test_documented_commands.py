@@ -284,9 +284,9 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
     # Cheap tasks and tools: run here.
     ".venv/bin/invoke --list": (Run(lists_every_task),),
     "invoke --help TASK": (Run(exits(0, "--no-verify", "--force"), fill={"TASK": "build"}),),
-    "invoke doctor": (Run(prints_findings),),
+    "invoke host-check": (Run(prints_findings),),
     "invoke schema": (Run(schema_written),),
-    "invoke render --role backend --set service.environment=staging": (
+    "invoke render --role backend --set service.deployment_environment=staging": (
         Run(
             wrote(
                 "build/local/backend/stage/rootfs/etc/bakery/defaults.env",
