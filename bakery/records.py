@@ -10,7 +10,6 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,17 +111,11 @@ def read_record(path: Path) -> ImageRecord | None:
     return ImageRecord.from_json(json.loads(path.read_text(encoding="utf-8")), path)
 
 
-def list_records(paths: Iterable[Path]) -> list[ImageRecord]:
-    """The records found at `paths` (globbed or named), newest build first."""
-    found = [record for path in paths if (record := read_record(path)) is not None]
-    return sorted(found, key=lambda record: record.built_at, reverse=True)
-
-
 def record_verdict(path: Path, status: str, verification: dict[str, Any]) -> ImageRecord | None:
-    """Set the gate's verdict on the record at `path`; None when there is no record.
+    """Set the gate's verdict on the record at `path`, and return the record.
 
-    A record built elsewhere (an AMI built by another machine) gets a partial one, so
-    the verdict is never lost.
+    An image built elsewhere (an AMI built by another machine) gets a partial record,
+    so the verdict is never lost.
     """
     record = read_record(path)
     data = record.as_json() if record else {}

@@ -273,6 +273,9 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
     "./scripts/run invoke build": (CiRun(),),
     "./scripts/run invoke test": (CiRun(),),
     "invoke build": (CiRun("./scripts/run invoke build"),),
+    "invoke images": (
+        Test("tests/unit/test_cli.py::test_images_table_goes_to_stdout_so_it_can_be_piped"),
+    ),
     "invoke test": (CiRun("./scripts/run invoke test"),),
     "invoke smoke": (CiRun("./scripts/run invoke smoke"),),
     "invoke verify": (
