@@ -10,12 +10,7 @@ from typing import Any
 import pytest
 
 from bakery import packer
-from bakery.aws.pipeline import build as build_roles
-from bakery.errors import BadInput, OperationFailed
-from bakery.packer import PackerVersion
-from bakery.render import RenderedRole
-
-from .conftest import make_config
+from bakery.errors import OperationFailed
 
 
 def fake_packer(
@@ -72,9 +67,3 @@ def test_ctrl_c_is_forwarded_and_packer_may_clean_up(
     with pytest.raises(KeyboardInterrupt):
         packer.run_packer(["build", "."], tmp_path, tmp_path / "packer.log", on_line=interrupt)
     assert marker.exists()
-
-
-def test_pipeline_build_needs_a_config_per_rendered_role(tmp_path: Path) -> None:
-    rendered = RenderedRole("frontend", "aws", tmp_path, PackerVersion(1, 6, 6))
-    with pytest.raises(BadInput, match="no config for rendered role"):
-        build_roles([make_config("backend")], [rendered], records_dir=tmp_path)

@@ -1,4 +1,5 @@
-"""The local build's bookkeeping: inputs hash, the lock, records. No VM involved."""
+"""bakery/local/build.py: the local build's bookkeeping (inputs hash, the lock, progress).
+No VM involved."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from bakery.config import load_config
 from bakery.errors import BadInput
 from bakery.inputs import inputs_hash
 from bakery.local.base_image import BaseImage
-from bakery.local.build import _exclusive
+from bakery.local.build import _exclusive, _progress_line
 from bakery.packer import PackerVersion
 from bakery.render import render_role
 
@@ -61,3 +62,12 @@ def test_a_second_build_in_the_same_checkout_is_refused(tmp_path: Path) -> None:
         pass
     with _exclusive(lock):  # released again afterwards
         pass
+
+
+def test_progress_shows_packer_steps_and_provisioner_step_starts() -> None:
+    assert _progress_line("==> qemu.image: Waiting for SSH to become available...") == (
+        "packer: Waiting for SSH to become available..."
+    )
+    assert _progress_line("    qemu.image: seal: start (backend)") == "provisioner step: seal"
+    assert _progress_line("==> qemu.image: Provisioning with shell script: /tmp/x") is None
+    assert _progress_line("    qemu.image: seal: removed /etc/ssh/ssh_host_rsa_key") is None
