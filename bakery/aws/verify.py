@@ -1,5 +1,6 @@
-"""Verifying an AMI on a real instance: launch one test instance, run the testinfra
-suites against it, tag the AMI verified or rejected, and always clean up.
+"""The AWS adapter's side of the gate (`AwsTarget`, see bakery/target.py): boot an AMI as
+one test instance for the shared gate (bakery/verify/gate.py), which runs the suites
+and applies the one verdict rule; tag the AMI verified or rejected; always clean up.
 
 The checks themselves live in tests/infra and reach this module only through a
 *runner* callable, so the flow is tested without SSH. When no key pair or security
