@@ -19,7 +19,9 @@ from bakery.config import REPO_ROOT
 from bakery.render import RenderedRole
 
 # What a build writes into the rendered folder itself: not inputs, so not hashed.
-RUN_OUTPUTS = frozenset({"packer-manifest.json", "run.pkrvars.hcl", "packer.log", "manifest"})
+RUN_OUTPUTS = frozenset(
+    {"packer-manifest.json", "run.pkrvars.hcl", "packer.log", "manifest", "packer_cache"}
+)
 
 
 @dataclass(frozen=True)
