@@ -32,13 +32,15 @@ from bakery.cli import (
     exits_cleanly,
     load_configs,
     output_path,
+    progress,
+    results,
     task,
     write_text_atomically,
 )
 from bakery.config import REPO_ROOT, BakeryConfig, json_schema
-from bakery.doctor import examine
 from bakery.errors import OperationFailed
-from bakery.local.build import build_local, read_record
+from bakery.host_check import examine
+from bakery.local.build import build_local, local_record, verify_local
 from bakery.packer import detect_version, run_packer
 from bakery.progress import Progress
 from bakery.render import BUILD_ROOT, RenderedRole, render_role
@@ -49,7 +51,7 @@ from bakery.report import (
     print_verify_table,
 )
 from bakery.validate import validate_rendered
-from bakery.verify.gate import Verdict, verify_local
+from bakery.verify.suites import SuiteResult
 
 ITERABLE = ["role", "set"]
 exit_2_on_bad_options()
@@ -86,30 +88,29 @@ def build(
 ):
     """Bake the role images and verify them (default: all three, local qemu target)."""
     configs = load_configs(role, target, config, set)
-    progress = Progress(console)
     if target == "aws":
         _build_on_aws(configs, progress)
         return
-    results = build_local(configs, progress, force=force, parallel=int(parallel))
-    failed = [result for result in results if result.status == "failed"]
-    built = {r.role for r in results if r.status != "failed"}
+    built = build_local(configs, progress, force=force, parallel=int(parallel))
+    failed = [result for result in built if result.status == "failed"]
     # Verify what is new, or not verified yet; a verified, unchanged image stays verified.
     pending = [
         cfg for cfg in configs
-        if cfg.role in built and (read_record(cfg.role) or {}).get("status") == "built"
+        if (record := local_record(cfg.role)) is not None and record.status == "built"
+        and cfg.role not in {r.role for r in failed}
     ]  # fmt: skip
     verdicts = [] if no_verify or not pending else verify_local(pending, progress, int(parallel))
-    print_build_table(results, verdicts)
+    print_build_table(results, built, dict(verdicts))
     problems = [f"{r.role}: {r.error}" for r in failed]
-    problems += [f"{v.role}: {v.status} ({_why(v)})" for v in verdicts if v.status != "verified"]
+    problems += [f"{role}: {v.verdict} ({_why(v)})" for role, v in verdicts if not v.verified]
     if problems:
         raise OperationFailed("; ".join(problems))
 
 
-def _why(verdict: Verdict) -> str:
+def _why(verdict: SuiteResult) -> str:
     if verdict.error:
         return verdict.error
-    failing = ", ".join(verdict.failed_checks[:5]) or "see the report"
+    failing = ", ".join(verdict.named_failures[:5]) or "see the report"
     return f"{verdict.failed} failed: {failing}; report {verdict.junit}"
 
 
@@ -121,11 +122,11 @@ def verify(c, role=None, target="local", config=None, set=None, parallel=3):
     if target == "aws":
         aws_pipeline.verify(configs)
         return
-    verdicts = verify_local(configs, Progress(console), int(parallel))
-    print_verify_table(verdicts)
-    bad = [v for v in verdicts if v.status != "verified"]
+    verdicts = verify_local(configs, progress, int(parallel))
+    print_verify_table(results, verdicts)
+    bad = [(role, v) for role, v in verdicts if not v.verified]
     if bad:
-        raise OperationFailed("; ".join(f"{v.role}: {v.status} ({_why(v)})" for v in bad))
+        raise OperationFailed("; ".join(f"{role}: {v.verdict} ({_why(v)})" for role, v in bad))
 
 
 def _build_on_aws(configs: list[BakeryConfig], progress: Progress) -> None:
@@ -135,7 +136,7 @@ def _build_on_aws(configs: list[BakeryConfig], progress: Progress) -> None:
         artifacts = prepare_artifacts(cfg, REPO_ROOT / cfg.local.cache_dir, progress)
         rendered.append(render_role(cfg, packer, artifacts=artifacts))
     for record in aws_pipeline.build(configs, rendered):
-        console.print(f"[green]built[/] {record.role}: {record.ami_id} ({record.region})")
+        results.print(f"built {record.role}: {record.image} ({record.details['region']})")
 
 
 @task(iterable=ITERABLE, help=COMMON_HELP)
@@ -146,7 +147,7 @@ def images(c, role=None, target="local", config=None, set=None):
     if target == "aws":
         show_aws_images(configs)
     else:
-        print_local_images([cfg.role for cfg in configs])
+        print_local_images(results, [cfg.role for cfg in configs])
 
 
 @task(iterable=ITERABLE, help=COMMON_HELP)
@@ -172,7 +173,7 @@ def fmt(c, role=None, target="local", config=None, set=None):
     drift = []
     for item in _render_all(role, target, config, set):
         try:
-            run_packer(["fmt", "-check", "-diff", "."], cwd=item.directory)
+            run_packer(["fmt", "-check", "-diff", "."], item.directory)
         except OperationFailed as exc:
             drift.append(str(exc))
     if drift:
@@ -226,11 +227,11 @@ def test(c, slow=False, k=None):
 
 @task(help={"target": COMMON_HELP["target"]})
 @exits_cleanly
-def doctor(c, target="local"):
+def host_check(c, target="local"):
     """Check this host is ready to bake: tools, KVM or TCG, disk, CA bundle, AWS access."""
     (cfg,) = load_configs(["backend"], target, None, None)
     findings = examine(cfg)
-    print_findings(findings)
+    print_findings(results, findings)
     problems = [f"{f.check}: {f.detail} (fix: {f.fix})" for f in findings if not f.ok]
     if problems:
         raise OperationFailed("; ".join(problems))

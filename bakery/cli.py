@@ -1,4 +1,8 @@
-"""The edge between invoke tasks and the bakery package: options in, exit codes out."""
+"""The edge between invoke tasks and the bakery package: options in, exit codes out.
+
+With bakery/report.py and bakery/progress.py this is the CLI layer, the only code that
+holds a console; everything else returns data, raises, or reports through a Progress.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +23,16 @@ from rich.markup import escape
 from bakery import ROLES
 from bakery.config import BakeryConfig, load_config
 from bakery.errors import BadInput, BakeryError
+from bakery.progress import Progress, use_progress
 
-# CI logs are not terminals: give tables room instead of 80 columns.
+# Progress and diagnostics go to stderr; results (tables, listings, JSON) to stdout, so
+# `invoke images | grep` finds them. CI logs are not terminals: give tables room
+# instead of 80 columns.
 console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+results = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+progress = Progress(console)
+# Library modules report only through a Progress; this one prints on stderr.
+use_progress(progress)
 
 # The help text of the options every task shares.
 COMMON_HELP = {

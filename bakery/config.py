@@ -164,7 +164,9 @@ class ServiceSettings(Section):
     """How the role's service shows up in Application Signals (launch time can override)."""
 
     name: SafeToken = Field(description="service.name resource attribute")
-    environment: SafeToken = Field(description="deployment.environment resource attribute")
+    deployment_environment: SafeToken = Field(
+        description="deployment.environment resource attribute (production, staging, dev)"
+    )
     log_group: LogGroupName = Field(description="CloudWatch Logs group for the role's logs")
 
 
@@ -220,8 +222,9 @@ class OtelSettings(Section):
     otlp_endpoint: HttpUrl = Field(description="the agent's OTLP/HTTP endpoint (port 4316)")
     sampling_endpoint: HttpUrl = Field(description="the agent's X-Ray sampling proxy (2000)")
 
-    def environment(self) -> dict[str, str]:
-        """The fixed OTEL variables of the app unit; service and environment come at launch."""
+    def unit_variables(self) -> dict[str, str]:
+        """The fixed OTEL variables of the app's systemd unit (its `Environment=` lines);
+        the service name and deployment environment come at launch."""
         return {
             "OTEL_METRICS_EXPORTER": "none",
             "OTEL_LOGS_EXPORTER": "none",
@@ -262,7 +265,6 @@ class SourceImageFilter(Section):
     )
     name_pattern: Annotated[str, StringConstraints(min_length=1, pattern=r"^[^\s\"'$`\\]+$")]
     architecture: Literal["x86_64", "arm64"]
-    ssh_username: LinuxUser = Field(description="the image's default login user")
 
 
 AMI_NAME_FIELDS = ("role", "os", "timestamp", "inputs_hash")
@@ -344,11 +346,24 @@ class LocalSettings(Section):
     )
 
 
+class SshSettings(Section):
+    """How bakery logs in to the machines it bakes on and verifies, on every target."""
+
+    usernames: dict[OsFamily, LinuxUser] = Field(
+        description="the default login user of each OS family's images (Debian: admin)"
+    )
+    build_timeout_s: int = Field(
+        ge=10, le=3600, description="how long Packer waits for SSH on the build machine"
+    )
+
+
 class VerifySettings(Section):
     """Thresholds the verification gate holds images to."""
 
     max_exposure: float = Field(ge=0, le=10, description="systemd-analyze security ceiling")
-    boot_timeout_s: int = Field(ge=10, le=3600)
+    boot_timeout_s: int = Field(
+        ge=10, le=3600, description="how long a verification boot may take to answer SSH"
+    )
 
 
 class BakeryConfig(Section):
@@ -364,6 +379,7 @@ class BakeryConfig(Section):
     launch: LaunchDefaults
     aws: AwsSettings
     local: LocalSettings
+    ssh: SshSettings
     verify: VerifySettings
 
     @model_validator(mode="after")
@@ -372,6 +388,8 @@ class BakeryConfig(Section):
             raise ValueError(f"agent.sources has no entry for os {self.os!r}")
         if self.os not in self.aws.source_images:
             raise ValueError(f"aws.source_images has no entry for os {self.os!r}")
+        if self.os not in self.ssh.usernames:
+            raise ValueError(f"ssh.usernames has no entry for os {self.os!r}")
         return self
 
     @property
@@ -381,6 +399,11 @@ class BakeryConfig(Section):
     @property
     def source_image(self) -> SourceImageFilter:
         return self.aws.source_images[self.os]
+
+    @property
+    def ssh_username(self) -> str:
+        """The login user of this role's images, for the build and for verification."""
+        return self.ssh.usernames[self.os]
 
 
 def app_distro_version(requirements: Path = APP_REQUIREMENTS) -> str | None:

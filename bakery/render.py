@@ -204,7 +204,7 @@ def _render_into(
         "packer": packer,
         "steps": provisioning_steps(cfg),
         "guest_stage": GUEST_STAGE,
-        "otel_environment": cfg.otel.environment(),
+        "otel_unit_variables": cfg.otel.unit_variables(),
         "ami_name": _ami_name_expression(cfg),
         # Debian 12 and AL2023 AMIs both boot from /dev/xvda.
         "root_device": "/dev/xvda",

@@ -45,9 +45,9 @@ def _stand_in_run_inputs(rendered: RenderedRole, scratch: Path) -> dict[str, Any
 
 def validate_rendered(rendered: RenderedRole) -> str:
     """Run `packer fmt -check` and `packer validate` on one rendered role."""
-    run_packer(["fmt", "-check", "-diff", "."], cwd=rendered.directory)
+    run_packer(["fmt", "-check", "-diff", "."], rendered.directory)
     with tempfile.TemporaryDirectory(prefix="bakery-validate-") as tmp:
         var_file = write_var_file(
             Path(tmp) / "run.pkrvars.hcl", _stand_in_run_inputs(rendered, Path(tmp))
         )
-        return run_packer(["validate", f"-var-file={var_file}", "."], cwd=rendered.directory)
+        return run_packer(["validate", f"-var-file={var_file}", "."], rendered.directory)

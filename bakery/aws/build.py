@@ -16,16 +16,12 @@ concurrent build's, with one exception: the encrypted copy Packer makes (see
 
 from __future__ import annotations
 
-import hashlib
-import json
-import signal
-import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bakery.aws import tags
 from bakery.aws.clients import aws_errors, ec2_client
@@ -38,12 +34,14 @@ from bakery.aws.images import (
     wait_available,
 )
 from bakery.aws.progress import say
-from bakery.aws.records import RECORDS_DIR, record_path, update_record
-from bakery.cli import console
-from bakery.config import REPO_ROOT, BakeryConfig
+from bakery.aws.records import RECORDS_DIR, record_path
+from bakery.config import BakeryConfig
 from bakery.errors import BadInput, BakeryError, OperationFailed
 from bakery.hcl import write_var_file
-from bakery.packer import packer_binary, packer_environment
+from bakery.inputs import RunInputs, run_inputs
+from bakery.packer import manifest_run_uuids, run_packer, this_run_artifacts
+from bakery.progress import installed_progress
+from bakery.records import ImageRecord, write_record
 from bakery.render import DEPRECATION, IMDSV2_ON_AMI, ORG_SHARING, RenderedRole
 
 if TYPE_CHECKING:
@@ -53,126 +51,21 @@ if TYPE_CHECKING:
 MANIFEST = "packer-manifest.json"
 VAR_FILE = "run.pkrvars.hcl"
 PACKER_LOG = "packer.log"
-# What a run writes into the rendered folder: not inputs, so not hashed.
-_RUN_OUTPUTS = frozenset({MANIFEST, VAR_FILE, PACKER_LOG, "manifest"})
 
 # Runs `packer ARGS` in a folder, logging to a file; raises OperationFailed on failure.
 PackerRunner = Callable[[list[str], Path, Path], None]
 
 
-@dataclass(frozen=True)
-class RunInputs:
-    """What identifies a build: the hash of its inputs and the commit that rendered it."""
-
-    inputs_hash: str
-    git_commit: str
-
-
-def _input_files(directory: Path) -> Iterator[Path]:
-    for path in sorted(directory.rglob("*")):
-        relative = path.relative_to(directory)
-        if path.is_file() and relative.parts[0] not in _RUN_OUTPUTS:
-            yield path
-
-
-def inputs_hash(rendered: RenderedRole) -> str:
-    """A short hash of everything in the rendered folder that goes into the image.
-
-    render.json holds the whole merged config and the Packer version, and the stage
-    holds every file uploaded to the image, so equal hashes mean equal bakes.
-    """
-    digest = hashlib.sha256()
-    for path in _input_files(rendered.directory):
-        digest.update(path.relative_to(rendered.directory).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()[:16]
-
-
-def git_commit(repo: Path = REPO_ROOT) -> str:
-    """The commit of the bakery repo, `+dirty` with uncommitted changes, or `unknown`."""
-
-    def git(*args: str) -> str:
-        result = subprocess.run(
-            ["git", *args], cwd=repo, capture_output=True, text=True, check=False, timeout=30
-        )
-        if result.returncode != 0:
-            raise OSError(result.stderr.strip())
-        return result.stdout.strip()
-
-    try:
-        commit = git("rev-parse", "--short=12", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except OSError:
-        return "unknown"
-    return commit + ("+dirty" if dirty else "")
-
-
-def run_inputs(rendered: RenderedRole) -> RunInputs:
-    return RunInputs(inputs_hash(rendered), git_commit())
-
-
 def stream_packer(args: list[str], cwd: Path, log_path: Path) -> None:
-    """Run Packer, echoing its output as it comes and keeping all of it in `log_path`.
-
-    Packer runs in its own session, so Ctrl-C reaches only bakery, which then forwards
-    one SIGINT: Packer cancels and removes what it created, and bakery waits for that.
-    """
-    env = packer_environment()
-    tail: list[str] = []
-    with (
-        log_path.open("w", encoding="utf-8") as log,
-        subprocess.Popen(
-            [packer_binary(), *args],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        ) as process,
-    ):
-        try:
-            assert process.stdout is not None
-            for line in process.stdout:
-                log.write(line)
-                console.print(line.rstrip("\n"), markup=False)
-                tail = [*tail[-19:], line.rstrip("\n")]
-        except KeyboardInterrupt:
-            process.send_signal(signal.SIGINT)
-            say("interrupted: waiting for Packer to remove what it created…")
-            process.wait()
-            raise
-        code = process.wait()
-    if code != 0:
-        raise OperationFailed(
-            f"packer {args[0]} failed in {cwd} (exit {code}); full log: {log_path}\n"
-            + "\n".join(tail)
-        )
-
-
-def manifest_run_uuids(manifest: Path) -> set[str]:
-    """Packer's run uuids already in the manifest (Packer appends one entry per run)."""
-    if not manifest.exists():
-        return set()
-    data = json.loads(manifest.read_text(encoding="utf-8"))
-    return {str(build.get("packer_run_uuid")) for build in data.get("builds", [])}
+    """The shared Packer runner, its output shown as it comes (an AWS build is long and
+    Packer says what it waits for)."""
+    run_packer(args, cwd, log_path, on_line=installed_progress().output)
 
 
 def this_run_artifact(manifest: Path, earlier: set[str], region: str) -> tuple[str, str]:
     """(Packer's run uuid, AMI id) of the run that just finished, from the manifest."""
-    data: dict[str, Any] = (
-        json.loads(manifest.read_text(encoding="utf-8")) if manifest.exists() else {}
-    )
-    run_uuid = str(data.get("last_run_uuid") or "")
-    if not run_uuid or run_uuid in earlier:
-        raise OperationFailed(f"Packer finished but recorded no artifact of this run in {manifest}")
-    amis = [
-        artifact.split(":", 1)[1]
-        for build in data.get("builds", [])
-        if build.get("packer_run_uuid") == run_uuid
-        for artifact in str(build.get("artifact_id", "")).split(",")
-        if artifact.startswith(f"{region}:")
-    ]
+    run_uuid, artifacts = this_run_artifacts(manifest, earlier)
+    amis = [a.split(":", 1)[1] for a in artifacts if a.startswith(f"{region}:")]
     if len(amis) != 1:
         raise OperationFailed(
             f"expected one AMI in {region} from Packer run {run_uuid}, found {amis} in {manifest}"
@@ -343,37 +236,6 @@ def _clean_up_after_failure(
         say(f"removed what the failed {cfg.role} build left: {', '.join(removed)}")
 
 
-@dataclass(frozen=True)
-class BuildRecord:
-    """What one build produced; written as JSON under build/records/aws/."""
-
-    role: str
-    os: str
-    region: str
-    ami_id: str
-    ami_name: str
-    source_ami: str
-    inputs_hash: str
-    git_commit: str
-    packer_version: str
-    packer_run_uuid: str
-    run_id: str
-    built_at: str
-    snapshot_ids: tuple[str, ...]
-    post_build: tuple[str, ...]
-    tags: dict[str, str]
-    packer_log: str
-    path: Path
-
-    def as_json(self) -> dict[str, Any]:
-        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        data.pop("path")
-        data["snapshot_ids"] = list(self.snapshot_ids)
-        data["post_build"] = list(self.post_build)
-        data["status"] = tags.BUILT
-        return data
-
-
 def image_tags(
     cfg: BakeryConfig,
     rendered: RenderedRole,
@@ -409,7 +271,7 @@ def build_on_aws(
     packer: PackerRunner = stream_packer,
     records_dir: Path = RECORDS_DIR,
     clock: Callable[[], datetime] = tags.utc_now,
-) -> BuildRecord:
+) -> ImageRecord:
     """Build one role's AMI with Packer and make it complete, or leave nothing behind."""
     if rendered.target != "aws" or rendered.role != cfg.role:
         raise BadInput(
@@ -420,7 +282,7 @@ def build_on_aws(
     ec2 = ec2_client(region)
     # Fail in seconds, naming the filter, rather than after Packer has started.
     source = find_source_image(ec2, cfg)
-    inputs = inputs or run_inputs(rendered)
+    inputs = inputs or run_inputs(rendered, source["ImageId"])
     run_id = new_run_id()
     directory = rendered.directory
     var_file = write_var_file(
@@ -447,25 +309,29 @@ def build_on_aws(
     except BaseException:
         _clean_up_after_failure(ec2, cfg, run_id, inputs.inputs_hash, named_before)
         raise
-    record = BuildRecord(
+    record = ImageRecord(
         role=cfg.role,
         os=cfg.os,
-        region=region,
-        ami_id=ami_id,
-        ami_name=image.get("Name", ""),
-        source_ami=values[tags.SOURCE_AMI],
+        target="aws",
+        image=ami_id,
         inputs_hash=inputs.inputs_hash,
         git_commit=inputs.git_commit,
         packer_version=str(rendered.packer_version),
-        packer_run_uuid=run_uuid,
-        run_id=run_id,
         built_at=image.get("CreationDate", tags.timestamp(clock())),
-        snapshot_ids=tuple(snapshot_ids(image)),
-        post_build=tuple(applied),
-        tags=values,
-        packer_log=str(log_path),
         path=record_path(records_dir, cfg.role, ami_id),
+        packer_log=str(log_path),
+        details={
+            "region": region,
+            "ami_id": ami_id,
+            "ami_name": image.get("Name", ""),
+            "source_ami": values[tags.SOURCE_AMI],
+            "packer_run_uuid": run_uuid,
+            "run_id": run_id,
+            "snapshot_ids": snapshot_ids(image),
+            "post_build": list(applied),
+            "tags": values,
+        },
     )
-    update_record(record.path, record.as_json())
+    write_record(record)
     say(f"[green]built[/] {cfg.role}: {ami_id} in {region} (record {record.path})")
     return record

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from bakery.aws.build import BuildRecord, build_on_aws
+from bakery.aws.build import build_on_aws
 from bakery.aws.records import RECORDS_DIR, REPORTS_DIR
 from bakery.aws.verify import Runner, VerificationResult, run_testinfra, verify_image
 from bakery.config import BakeryConfig
 from bakery.errors import BadInput, OperationFailed
+from bakery.records import ImageRecord
 from bakery.render import RenderedRole
 
 
@@ -18,7 +19,7 @@ def build(
     rendered_roles: Sequence[RenderedRole],
     *,
     records_dir: Path = RECORDS_DIR,
-) -> list[BuildRecord]:
+) -> list[ImageRecord]:
     """Build each rendered role's AMI in turn; stops at the first failure (which leaves
     nothing of its own behind)."""
     by_role: dict[str, BakeryConfig] = {cfg.role: cfg for cfg in configs}

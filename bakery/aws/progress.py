@@ -1,5 +1,6 @@
-"""Showing that a long AWS wait is alive: a spinner with what is awaited, and waiters
-paced for AMIs (copies of large images take tens of minutes)."""
+"""Showing that a long AWS wait is alive: waiters paced for AMIs (copies of large images
+take tens of minutes), and progress lines through the Progress the CLI installed
+(bakery/progress.py); this module prints nothing itself."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from bakery.cli import console
+from bakery.progress import installed_progress
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import WaiterConfigTypeDef
@@ -21,11 +22,10 @@ INSTANCE_WAIT: WaiterConfigTypeDef = {"Delay": 5, "MaxAttempts": 120}
 @contextmanager
 def waiting(what: str) -> Iterator[None]:
     """A spinner saying what bakery waits for, then a line saying it is done."""
-    with console.status(f"waiting for {what}…"):
+    with installed_progress().waiting(what):
         yield
-    console.print(f"[green]done[/] {what}")
 
 
 def say(message: str) -> None:
-    """One line of progress on stderr."""
-    console.print(message, soft_wrap=True)
+    """One line of progress (on the CLI's stderr)."""
+    installed_progress().line(message)

@@ -34,7 +34,15 @@ from bakery.aws.launch import (
 )
 from bakery.aws.prune import prune as decide_prune
 from bakery.aws.release import release as promote
-from bakery.cli import COMMON_HELP, console, exits_cleanly, load_configs, output_path, task
+from bakery.cli import (
+    COMMON_HELP,
+    console,
+    exits_cleanly,
+    load_configs,
+    output_path,
+    results,
+    task,
+)
 from bakery.config import REPO_ROOT, BakeryConfig
 from bakery.errors import BadInput
 
@@ -108,7 +116,7 @@ def prune(
         raise BadInput(f"--keep {keep}: give a whole number of images, e.g. --keep 3")
     rows = decide_prune(configs, keep=None if keep is None else int(keep), apply=apply)
     verb = "deleted" if apply else "would delete"
-    console.print(
+    results.print(
         _table(
             f"prune ({'applied' if apply else 'dry run: nothing changed'})",
             ["ami", "role", "region", "created", "status", "decision", "reason"],
@@ -142,7 +150,7 @@ def janitor(
 ) -> None:
     """List (or --apply: remove) expired test instances, key pairs and security groups."""
     rows = find_expired(load_configs(role, "aws", config, set), apply=apply)
-    console.print(
+    results.print(
         _table(
             f"test resources ({'applied' if apply else 'dry run: nothing changed'})",
             ["kind", "id", "region", "expires at", "expired", "removed"],
@@ -154,7 +162,7 @@ def janitor(
 def show_images(configs: Sequence[BakeryConfig]) -> None:
     """Print bakery's AMIs per role and region: id, created, status, promoted where, size."""
     rows = list_images(configs)
-    console.print(
+    results.print(
         _table(
             "bakery images",
             ["role", "region", "ami", "created", "status", "promoted", "size (GiB)"],

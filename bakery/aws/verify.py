@@ -1,5 +1,6 @@
-"""Verifying an AMI on a real instance: launch one test instance, run the testinfra
-suites against it, tag the AMI verified or rejected, and always clean up.
+"""The AWS adapter's side of the gate (`AwsTarget`, see bakery/target.py): boot an AMI as
+one test instance for the shared gate (bakery/verify/gate.py), which runs the suites
+and applies the one verdict rule; tag the AMI verified or rejected; always clean up.
 
 The checks themselves live in tests/infra and reach this module only through a
 *runner* callable, so the flow is tested without SSH. When no key pair or security
@@ -13,16 +14,12 @@ killed process could not.
 from __future__ import annotations
 
 import ipaddress
-import json
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 import uuid
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,14 +30,19 @@ from typing import TYPE_CHECKING
 import botocore.exceptions
 
 from bakery.aws import tags
+from bakery.aws.build import build_on_aws
 from bakery.aws.clients import aws_errors, ec2_client, error_code
 from bakery.aws.images import newest_first, role_image, role_images, status, tag_image
 from bakery.aws.progress import INSTANCE_WAIT, say, waiting
-from bakery.aws.records import RECORDS_DIR, REPORTS_DIR, record_path, update_record
-from bakery.config import REPO_ROOT, BakeryConfig
+from bakery.aws.records import RECORDS_DIR, REPORTS_DIR, record_path
+from bakery.config import BakeryConfig
 from bakery.errors import BadInput, BakeryError, MissingTool, OperationFailed
-from bakery.verify.gate import expectations, launch_settings
-from bakery.verify.vm import user_data
+from bakery.progress import installed_progress
+from bakery.records import ImageRecord, read_record
+from bakery.render import RenderedRole
+from bakery.verify.gate import verify_record
+from bakery.verify.launch import user_data
+from bakery.verify.suites import SshTarget, SuiteResult, run_suites
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -75,17 +77,20 @@ class InstanceUnderTest:
     # The launch-time settings the instance was given as user data.
     settings: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def ssh_target(self) -> SshTarget:
+        return SshTarget(
+            self.host,
+            22,
+            self.user,
+            self.key_file,
+            machine=self.instance_id,
+            known_hosts=self.key_file.parent / "known_hosts",
+        )
 
-@dataclass(frozen=True)
-class CheckOutcome:
-    """What a runner found: did every check pass, and which failed."""
 
-    passed: bool
-    failed_checks: tuple[str, ...] = ()
-    junit_path: Path | None = None
-
-
-Runner = Callable[[InstanceUnderTest], CheckOutcome]
+# Runs the suites against the test instance: `run_testinfra`, or a test's stand-in.
+Runner = Callable[[InstanceUnderTest], SuiteResult]
 
 
 @dataclass(frozen=True)
@@ -106,45 +111,9 @@ class VerificationResult:
         return self.status == tags.VERIFIED
 
 
-def failed_checks_from_junit(path: Path) -> tuple[str, ...]:
-    """`module.test_name` of each failed or erroring test case in a JUnit XML report."""
-    if not path.exists():
-        return ()
-    failed: list[str] = []
-    for case in ElementTree.parse(path).getroot().iter("testcase"):
-        if case.find("failure") is not None or case.find("error") is not None:
-            module = case.get("classname", "").rsplit(".", 1)[-1]
-            name = case.get("name", "?").split("[", 1)[0]
-            failed.append(f"{module}.{name}" if module else name)
-    return tuple(dict.fromkeys(failed))
-
-
-def run_testinfra(target: InstanceUnderTest) -> CheckOutcome:
-    """The default runner: `pytest tests/infra --hosts=ssh://user@host` with a JUnit report."""
-    known_hosts = target.key_file.parent / "known_hosts"
-    # testinfra ignores --ssh-extra-args; an ssh config file is what it passes to ssh.
-    ssh_config = target.key_file.parent / "ssh_config"
-    ssh_config.write_text(
-        f"Host *\n  StrictHostKeyChecking accept-new\n  UserKnownHostsFile {known_hosts}\n"
-        f"  IdentityFile {target.key_file}\n  IdentitiesOnly yes\n  BatchMode yes\n"
-    )
-    expect_file = target.key_file.parent / "expect.json"
-    expect_file.write_text(json.dumps(expectations(target.cfg, target.settings)))
-    command = [
-        sys.executable, "-m", "pytest", "tests/infra", "-q", "-p", "no:cacheprovider",
-        "-o", "addopts=", f"--hosts=ssh://{target.user}@{target.host}",
-        f"--ssh-config={ssh_config}", f"--bakery-role={target.role}",
-        f"--bakery-expect={expect_file}", f"--junitxml={target.junit_path}",
-    ]  # fmt: skip
-    env = {"BAKERY_ROLE": target.role, "BAKERY_TARGET": "aws", "BAKERY_AMI_ID": target.ami_id}
-    try:
-        result = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, **env}, check=False)
-    finally:
-        expect_file.unlink(missing_ok=True)  # it holds the launch-time database password
-    failed = failed_checks_from_junit(target.junit_path)
-    if result.returncode != 0 and not failed:
-        failed = (f"pytest exited {result.returncode} before any check failed",)
-    return CheckOutcome(result.returncode == 0, failed, target.junit_path)
+def run_testinfra(target: InstanceUnderTest) -> SuiteResult:
+    """The default runner: the shared suite runner against the instance."""
+    return run_suites(target.ssh_target, target.cfg, target.settings, target.junit_path)
 
 
 def summarise(failed: tuple[str, ...]) -> str:
@@ -386,6 +355,89 @@ def _image_to_verify(ec2: EC2Client, cfg: BakeryConfig, ami_id: str | None) -> I
     return newest_first(built)[0]
 
 
+class AwsTarget:
+    """The AWS adapter's boot and mark (see bakery/target.py; builds: bakery/aws/build.py):
+    a test instance launched from the AMI with a temporary key pair and security group,
+    all removed on exit; the verdict tagged on the AMI."""
+
+    name = "aws"
+
+    def __init__(
+        self,
+        ec2: EC2Client,
+        image: ImageTypeDef,
+        *,
+        runner: Runner,
+        ingress_cidr: str | None,
+        junit_path: Path,
+        clock: Callable[[], datetime],
+        sleep: Callable[[float], None],
+    ) -> None:
+        self.ec2 = ec2
+        self.image = image
+        self.runner = runner
+        self.ingress_cidr = ingress_cidr
+        self.junit_path = junit_path
+        self.clock = clock
+        self.sleep = sleep
+        self.under_test: InstanceUnderTest | None = None
+
+    def build(self, cfg: BakeryConfig, rendered: RenderedRole) -> ImageRecord:
+        return build_on_aws(rendered, cfg)
+
+    @contextmanager
+    def boot(
+        self, cfg: BakeryConfig, record: ImageRecord, settings: dict[str, str]
+    ) -> Iterator[SshTarget]:
+        ec2, ami_id = self.ec2, record.image
+        cidr = None if cfg.aws.security_group_id else ingress_cidr_for(self.ingress_cidr)
+        name = f"bakery-verify-{cfg.role}-{uuid.uuid4().hex[:8]}"
+        values = {
+            **cfg.aws.tags,
+            "Name": name,
+            tags.ROLE: cfg.role,
+            tags.PURPOSE: tags.TEST_INSTANCE,
+            tags.EXPIRES_AT: tags.timestamp(self.clock() + TEST_RESOURCE_LIFETIME),
+        }
+        with _cleaning_up(cfg.aws.region) as cleanup:
+            key_file = _create_key_pair(ec2, cleanup, name, values)
+            group_id = cfg.aws.security_group_id or _create_security_group(
+                ec2, cleanup, cfg, name, str(cidr), values, self.sleep
+            )
+            instance_id = _launch(ec2, cleanup, cfg, ami_id, name, group_id, values, settings)
+            host = _wait_until_reachable(ec2, instance_id)
+            self.under_test = InstanceUnderTest(
+                role=cfg.role,
+                ami_id=ami_id,
+                instance_id=instance_id,
+                host=host,
+                user=cfg.ssh_username,
+                key_file=key_file,
+                junit_path=self.junit_path,
+                cfg=cfg,
+                settings=settings,
+            )
+            yield self.under_test.ssh_target
+
+    def run(
+        self, ssh: SshTarget, cfg: BakeryConfig, settings: dict[str, str], junit: Path
+    ) -> SuiteResult:
+        """The gate's suite runner: this target's runner, given the instance under test."""
+        assert self.under_test is not None and self.under_test.ssh_target == ssh
+        return self.runner(self.under_test)
+
+    def mark(self, cfg: BakeryConfig, record: ImageRecord, result: SuiteResult) -> None:
+        """Tag the verdict on the AMI: status, when, and a tag-sized summary of failures."""
+        summary = summarise(result.named_failures)
+        values = {tags.STATUS: result.verdict, tags.VERIFIED_AT: tags.timestamp(self.clock())}
+        if summary:
+            values[tags.FAILED_CHECKS] = summary
+        tag_image(self.ec2, self.image, values)
+        if not summary:
+            with aws_errors(f"clearing old failed checks on {record.image}"):
+                self.ec2.delete_tags(Resources=[record.image], Tags=[{"Key": tags.FAILED_CHECKS}])
+
+
 def verify_image(
     cfg: BakeryConfig,
     ami_id: str | None = None,
@@ -402,86 +454,44 @@ def verify_image(
     ec2 = ec2_client(region)
     image = _image_to_verify(ec2, cfg, ami_id)
     ami_id = image["ImageId"]
-    cidr = None if cfg.aws.security_group_id else ingress_cidr_for(ingress_cidr)
-    name = f"bakery-verify-{cfg.role}-{uuid.uuid4().hex[:8]}"
-    values = {
-        **cfg.aws.tags,
-        "Name": name,
-        tags.ROLE: cfg.role,
-        tags.PURPOSE: tags.TEST_INSTANCE,
-        tags.EXPIRES_AT: tags.timestamp(clock() + TEST_RESOURCE_LIFETIME),
-    }
     reports_dir.mkdir(parents=True, exist_ok=True)
     junit_path = reports_dir / f"{cfg.role}-{ami_id}.xml"
-    say(f"verifying {cfg.role} {ami_id} in {region}")
-    with _cleaning_up(region) as cleanup:
-        key_file = _create_key_pair(ec2, cleanup, name, values)
-        group_id = cfg.aws.security_group_id or _create_security_group(
-            ec2, cleanup, cfg, name, str(cidr), values, sleep
-        )
-        settings = launch_settings(cfg)
-        instance_id = _launch(ec2, cleanup, cfg, ami_id, name, group_id, values, settings)
-        host = _wait_until_reachable(ec2, instance_id)
-        target = InstanceUnderTest(
-            role=cfg.role,
-            ami_id=ami_id,
-            instance_id=instance_id,
-            host=host,
-            user=cfg.source_image.ssh_username,
-            key_file=key_file,
-            junit_path=junit_path,
-            cfg=cfg,
-            settings=settings,
-        )
-        outcome = runner(target)
-        # Recorded before clean-up, so a group that will not delete cannot lose the verdict.
-        return _record_verdict(ec2, cfg, image, outcome, instance_id, records_dir, clock())
-
-
-def _record_verdict(
-    ec2: EC2Client,
-    cfg: BakeryConfig,
-    image: ImageTypeDef,
-    outcome: CheckOutcome,
-    instance_id: str,
-    records_dir: Path,
-    now: datetime,
-) -> VerificationResult:
-    verdict = tags.VERIFIED if outcome.passed else tags.REJECTED
-    failed = () if outcome.passed else (outcome.failed_checks or ("unnamed check",))
-    summary = summarise(failed)
-    values = {tags.STATUS: verdict, tags.VERIFIED_AT: tags.timestamp(now)}
-    if summary:
-        values[tags.FAILED_CHECKS] = summary
-    tag_image(ec2, image, values)
-    if not summary:
-        with aws_errors(f"clearing old failed checks on {image['ImageId']}"):
-            ec2.delete_tags(Resources=[image["ImageId"]], Tags=[{"Key": tags.FAILED_CHECKS}])
-    result = VerificationResult(
+    path = record_path(records_dir, cfg.role, ami_id)
+    record = read_record(path) or ImageRecord(
         role=cfg.role,
-        ami_id=image["ImageId"],
-        region=cfg.aws.region,
-        status=verdict,
+        os=cfg.os,
+        target="aws",
+        image=ami_id,
+        inputs_hash=tags.as_dict(image.get("Tags")).get(tags.INPUTS_HASH, ""),
+        git_commit=tags.as_dict(image.get("Tags")).get(tags.GIT_COMMIT, ""),
+        packer_version=tags.as_dict(image.get("Tags")).get(tags.PACKER_VERSION, ""),
+        built_at=image.get("CreationDate", ""),
+        path=path,
+    )
+    record.image = ami_id  # a record written before records had `image` names it so
+    target = AwsTarget(
+        ec2,
+        image,
+        runner=runner,
+        ingress_cidr=ingress_cidr,
+        junit_path=junit_path,
+        clock=clock,
+        sleep=sleep,
+    )
+    say(f"verifying {cfg.role} {ami_id} in {region}")
+    result = verify_record(target, cfg, record, junit_path, installed_progress(), target.run)
+    instance_id = target.under_test.instance_id if target.under_test else ""
+    failed = result.named_failures
+    summary = summarise(failed)
+    colour = "green" if result.verified else "red"
+    say(f"[{colour}]{result.verdict}[/] {cfg.role} {ami_id}" + (f": {summary}" if summary else ""))
+    return VerificationResult(
+        role=cfg.role,
+        ami_id=ami_id,
+        region=region,
+        status=result.verdict,
         failed_checks=failed,
         summary=summary,
-        junit_path=outcome.junit_path,
+        junit_path=result.junit,
         instance_id=instance_id,
     )
-    update_record(
-        record_path(records_dir, cfg.role, image["ImageId"]),
-        {
-            "status": verdict,
-            "verification": {
-                "at": tags.timestamp(now),
-                "instance_id": instance_id,
-                "failed_checks": list(failed),
-                "junit": str(outcome.junit_path) if outcome.junit_path else None,
-            },
-        },
-    )
-    colour = "green" if outcome.passed else "red"
-    say(
-        f"[{colour}]{verdict}[/] {cfg.role} {image['ImageId']}"
-        + (f": {summary}" if summary else "")
-    )
-    return result

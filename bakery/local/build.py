@@ -1,16 +1,17 @@
-"""The local bake: Packer's qemu builder turns the base image into one image per role.
+"""The local target: Packer's qemu builder turns the base image into one qcow2 per role,
+and QEMU boots it for the gate (bakery/local/vm.py).
 
 Per role: artifacts -> render -> inputs hash (skip when unchanged) -> ephemeral build
-key and NoCloud seed -> `packer build` -> the image moved into `build/images/<role>/`
-with its record. Everything of a run lives in `build/.work/<role>-<run>/` and is
-removed whatever happens; a failed run leaves the previous image untouched.
+key and NoCloud seed -> `packer build` (bakery/packer.py) -> the image moved into
+`build/images/<role>/` with its record (bakery/records.py). Everything of a run lives in
+`build/.work/<role>-<run>/` and is removed whatever happens; a failed run leaves the
+previous image untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -22,25 +23,43 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from bakery.artifacts import prepare_artifacts, tree_hash
+from bakery.artifacts import prepare_artifacts
 from bakery.config import REPO_ROOT, BakeryConfig
 from bakery.errors import BadInput, BakeryError, MissingTool, OperationFailed
 from bakery.hcl import write_var_file
+from bakery.inputs import run_inputs
 from bakery.local.accelerator import choose_accelerator
 from bakery.local.base_image import BaseImage, ensure_base_image
-from bakery.packer import PackerVersion, detect_version, packer_binary, packer_environment
+from bakery.local.vm import booted, end_stale_boots
+from bakery.packer import (
+    PackerVersion,
+    detect_version,
+    read_image_manifest,
+    run_packer,
+    stop_packer,
+)
 from bakery.progress import Progress
+from bakery.records import (
+    ImageRecord,
+    read_record,
+    record_verdict,
+    utc_timestamp,
+    write_record,
+)
 from bakery.render import BUILD_ROOT, RenderedRole, render_role
+from bakery.verify.gate import SuiteRunner, verify_record
+from bakery.verify.suites import SshTarget, SuiteResult, run_suites
 
 IMAGES_ROOT = BUILD_ROOT / "images"
 WORK_ROOT = BUILD_ROOT / ".work"
 LOGS_ROOT = BUILD_ROOT / "logs"
-# Files in a rendered tree that a build writes itself; not inputs.
-_BUILD_OUTPUTS = ("packer-manifest.json", "manifest")
+REPORTS_ROOT = BUILD_ROOT / "reports"
+VERIFY_WORK = WORK_ROOT / "verify"
+# How long Packer may take to stop its VM after Ctrl-C before it is killed.
+PACKER_STOP_GRACE_S = 60.0
 
 
 @dataclass
@@ -49,39 +68,37 @@ class RoleResult:
 
     role: str
     status: str  # built | unchanged | failed
-    image: Path | None = None
-    record: dict[str, Any] = field(default_factory=dict)
+    record: ImageRecord | None = None
     error: str | None = None
+
+    @property
+    def image(self) -> Path | None:
+        return image_path(self.record) if self.record else None
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def _no_image(role: str) -> BadInput:
+    return BadInput(f"no local image for role {role}: run `invoke build --role {role}`")
 
 
 def image_dir(role: str) -> Path:
     return IMAGES_ROOT / role
 
 
-def read_record(role: str) -> dict[str, Any] | None:
-    path = image_dir(role) / "record.json"
-    if not path.is_file():
-        return None
-    record: dict[str, Any] = json.loads(path.read_text())
-    return record
+def record_path(role: str) -> Path:
+    return image_dir(role) / "record.json"
 
 
-def write_record(role: str, record: dict[str, Any]) -> None:
-    path = image_dir(role) / "record.json"
-    scratch = path.with_suffix(".json.tmp")
-    scratch.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    scratch.replace(path)
+def image_path(record: ImageRecord) -> Path:
+    return image_dir(record.role) / record.image
 
 
-def _inputs_hash(rendered: RenderedRole, base: BaseImage) -> str:
-    digest = hashlib.sha256(base.inputs_hash.encode())
-    paths = [
-        path
-        for path in sorted(rendered.directory.iterdir())
-        if path.name not in _BUILD_OUTPUTS and path.name != "render.json"
-    ]
-    digest.update(tree_hash(paths, rendered.directory).encode())
-    return digest.hexdigest()[:16]
+def local_record(role: str) -> ImageRecord | None:
+    """The role's local image record, or None when it was never built."""
+    return read_record(record_path(role))
 
 
 @contextmanager
@@ -97,26 +114,6 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
                 "wait for it, or stop it"
             ) from exc
         yield
-
-
-def _git_commit() -> str:
-    result = subprocess.run(
-        ["git", "rev-parse", "--short=12", "HEAD"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        return "unknown"
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    return result.stdout.strip() + ("-dirty" if dirty else "")
 
 
 def _seed_files(run_dir: Path, role: str, public_key: str) -> list[str]:
@@ -164,81 +161,194 @@ def _progress_line(line: str) -> str | None:
     return f"provisioner step: {step.group(1)}" if step else None
 
 
-def _run_packer_build(
-    rendered: RenderedRole,
-    var_file: Path,
-    log_path: Path,
-    progress: Progress,
-    running: list[subprocess.Popen[str]],
-) -> None:
-    """`packer build`, its full output kept in the role's log, its steps shown as progress."""
-    command = [packer_binary(), "build", "-color=false", f"-var-file={var_file}", "."]
-    env = packer_environment(PACKER_NO_COLOR="1")
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=rendered.directory,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        running.append(process)  # so an interrupted run can stop every Packer it started
-        assert process.stdout is not None
-        try:
-            step_started: tuple[str, float] | None = None
-            for line in process.stdout:
-                log.write(line)
-                log.flush()
-                shown = _progress_line(line)
-                if shown:
-                    progress.say(rendered.role, shown)
-                if (
-                    shown and shown.startswith("provisioner step: ")
-                ) or "Gracefully halting" in line:
-                    if step_started:  # a step ends where the next one (or the shutdown) starts
-                        progress.record(rendered.role, step_started[0], step_started[1])
-                    step_started = (shown or "", time.monotonic())
-            process.wait()
-        except BaseException:
-            _stop_packer(process)
-            raise
-    if process.returncode != 0:
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-12:])
-        raise OperationFailed(
-            f"[{rendered.role}] packer build failed (exit {process.returncode}); "
-            f"full log: {log_path.relative_to(REPO_ROOT)}\n{tail}"
-        )
+class _StepTimer:
+    """Shows Packer's steps as progress and times each provisioner step."""
+
+    def __init__(self, role: str, progress: Progress) -> None:
+        self.role = role
+        self.progress = progress
+        self.started: tuple[str, float] | None = None
+
+    def __call__(self, line: str) -> None:
+        shown = _progress_line(line)
+        if shown:
+            self.progress.say(self.role, shown)
+        if (shown and shown.startswith("provisioner step: ")) or "Gracefully halting" in line:
+            if self.started:  # a step ends where the next one (or the shutdown) starts
+                self.progress.record(self.role, self.started[0], self.started[1])
+            self.started = (shown or "", time.monotonic())
 
 
-def _stop_packer(process: subprocess.Popen[str]) -> None:
-    """Ctrl-C for Packer: it stops its VM and deletes its output; kill it if it hangs."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+class LocalTarget:
+    """The local adapter (see bakery/target.py): bakes with Packer's qemu builder from
+    the cached base image, boots with QEMU in user-mode networking."""
 
+    name = "local"
 
-def _read_manifest(rendered: RenderedRole) -> dict[str, Any]:
-    # Packer 1.6's download of a folder may nest it once more; take it where it landed.
-    found_at = sorted((rendered.directory / "manifest").rglob("manifest.json"))
-    folder = found_at[0].parent if found_at else rendered.directory / "manifest"
-    found: dict[str, Any] = {}
-    if (folder / "manifest.json").is_file():
-        found = json.loads((folder / "manifest.json").read_text())
-    for name in ("packages.txt", "pip-freeze.txt", "agent-version.txt"):
-        if (folder / name).is_file():
-            found[name.rsplit(".", 1)[0].replace("-", "_")] = (
-                (folder / name).read_text().splitlines()
+    def __init__(
+        self,
+        configs: list[BakeryConfig],
+        progress: Progress,
+        packer: PackerVersion | None = None,
+    ) -> None:
+        self.configs = configs
+        self.progress = progress
+        self._packer = packer
+        self.cache_dir = REPO_ROOT / configs[0].local.cache_dir
+        self._accelerator: str | None = None
+        self._base: BaseImage | None = None
+        self.packers: list[subprocess.Popen[str]] = []
+
+    @property
+    def packer(self) -> PackerVersion:
+        if self._packer is None:
+            self._packer = detect_version()
+        return self._packer
+
+    @property
+    def base(self) -> BaseImage:
+        if self._base is None:
+            self._base = ensure_base_image(self.configs[0], self.cache_dir, self.progress)
+        return self._base
+
+    @property
+    def accelerator(self) -> str:
+        """kvm where it works, else tcg; probed once per run against the base kernel."""
+        if self._accelerator is None:
+            accel, warning = choose_accelerator(
+                self.configs[0].local.accelerator,
+                *self._probe_kernel(),
+                self.cache_dir / "accelerator.json",
             )
-    return found
+            if warning:
+                self.progress.say("host", f"[yellow]warning:[/] {warning}")
+            self._accelerator = accel
+        return self._accelerator
+
+    def _probe_kernel(self) -> tuple[Path, Path]:
+        """The base image's kernel and initrd: of this run's base image when it has one,
+        else of the base the role's current image was built from (verify needs no base)."""
+        if self._base is None:
+            record = local_record(self.configs[0].role)
+            built_from = record.details.get("base_image", {}) if record else {}
+            if built_from.get("inputs_hash"):
+                folder = self.cache_dir / "base" / str(built_from["inputs_hash"])
+                return folder / "vmlinuz", folder / "initrd.img"
+        return self.base.kernel, self.base.initrd
+
+    def stop_packers(self) -> None:
+        for process in self.packers:
+            stop_packer(process, PACKER_STOP_GRACE_S)
+
+    def build(self, cfg: BakeryConfig, rendered: RenderedRole) -> ImageRecord:
+        role = cfg.role
+        inputs = run_inputs(rendered, self.base.inputs_hash)
+        started = time.time()
+        run_dir = rendered.directory.parent / f"{role}-run"
+        run_dir.mkdir(parents=True)
+        log_dir = LOGS_ROOT / role
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / "packer.log"
+        try:
+            key, public_key = _ephemeral_key(run_dir)
+            var_file = write_var_file(
+                run_dir / "run.pkrvars.hcl",
+                {
+                    "inputs_hash": inputs.inputs_hash,
+                    "git_commit": inputs.git_commit,
+                    "base_image": str(self.base.path),
+                    "base_image_checksum": self.base.checksum,
+                    "ssh_private_key_file": str(key),
+                    "seed_files": _seed_files(run_dir, role, public_key),
+                    "accelerator": self.accelerator,
+                    "output_directory": str(run_dir / "output"),
+                },
+            )
+            with self.progress.step(role, f"packer build ({self.accelerator})"):
+                run_packer(
+                    ["build", "-color=false", f"-var-file={var_file}", "."],
+                    rendered.directory,
+                    log_path,
+                    on_line=_StepTimer(role, self.progress),
+                    on_start=self.packers.append,
+                    stop_grace_s=PACKER_STOP_GRACE_S,
+                )
+            built = run_dir / "output" / f"{role}.qcow2"
+            if not built.is_file():
+                raise OperationFailed(f"[{role}] packer reported success but wrote no {built}")
+            plan = json.loads((rendered.stage / "bake.json").read_text())
+            record = ImageRecord(
+                role=role,
+                os=cfg.os,
+                target=self.name,
+                image=f"{role}-{inputs.inputs_hash}.qcow2",
+                inputs_hash=inputs.inputs_hash,
+                git_commit=inputs.git_commit,
+                packer_version=str(self.packer),
+                built_at=utc_timestamp(),
+                path=record_path(role),
+                packer_log=_shown(log_path),
+                details={
+                    "accelerator": self.accelerator,
+                    "base_image": {
+                        "sha256": self.base.sha256,
+                        "inputs_hash": self.base.inputs_hash,
+                    },
+                    "agent": {
+                        "package": cfg.agent.package,
+                        "url": plan["agent"]["url"],
+                        "sha256": plan["agent"]["sha256"],
+                    },
+                    "manifest": read_image_manifest(rendered.directory),
+                    "size_bytes": built.stat().st_size,
+                    "timings_s": dict(self.progress.timings.get(role, {})),
+                    "build_seconds": round(time.time() - started, 1),
+                },
+            )
+            self._install(built, record)
+            return record
+        finally:
+            _kill_leftover_qemu(run_dir)
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    def _install(self, built: Path, record: ImageRecord) -> None:
+        """Move the new image in; only then drop the previous one."""
+        folder = image_dir(record.role)
+        folder.mkdir(parents=True, exist_ok=True)
+        previous = local_record(record.role)
+        shutil.move(str(built), folder / record.image)
+        write_record(record)
+        if previous and previous.image and previous.image != record.image:
+            (folder / previous.image).unlink(missing_ok=True)
+
+    @contextmanager
+    def boot(
+        self, cfg: BakeryConfig, record: ImageRecord, settings: dict[str, str]
+    ) -> Iterator[SshTarget]:
+        image = image_path(record)
+        if not image.is_file():
+            raise BadInput(
+                f"no local image for role {cfg.role}: run `invoke build --role {cfg.role}`"
+            )
+        with booted(
+            image,
+            f"verify-{cfg.role}",
+            settings,
+            VERIFY_WORK,
+            self.accelerator,
+            cfg.local.cpus,
+            cfg.local.memory_mb,
+            cfg.verify.boot_timeout_s,
+            user=cfg.ssh_username,
+        ) as vm:
+            yield vm.ssh_target
+
+    def mark(self, cfg: BakeryConfig, record: ImageRecord, result: SuiteResult) -> None:
+        """The local image's record is the only place its verdict lives."""
 
 
 class LocalBuild:
-    """One `invoke build` on the local target."""
+    """One `invoke build` on the local target: skip what is current, bake the rest."""
 
     def __init__(
         self,
@@ -250,177 +360,63 @@ class LocalBuild:
         self.configs = configs
         self.progress = progress
         self.force = force
-        self.packer = packer or detect_version()
-        self.cache_dir = REPO_ROOT / configs[0].local.cache_dir
-        self._accelerator: str | None = None
-        self._base: BaseImage | None = None
+        self.target = LocalTarget(configs, progress, packer)
         # This run's renders and scratch: `invoke render` elsewhere cannot pull a
         # folder from under a running Packer.
         self.run_root = WORK_ROOT / f"build-{uuid.uuid4().hex[:8]}"
-        self._packers: list[subprocess.Popen[str]] = []
 
     def run(self, parallel: int) -> list[RoleResult]:
         with _exclusive(BUILD_ROOT / ".build.lock"):
             try:
                 return self._run(parallel)
             finally:
-                for process in self._packers:
-                    _stop_packer(process)
+                self.target.stop_packers()
                 shutil.rmtree(self.run_root, ignore_errors=True)
 
     def _run(self, parallel: int) -> list[RoleResult]:
         for tool, package in [("qemu-system-x86_64", "qemu-system-x86"), ("xorriso", "xorriso")]:
             if shutil.which(tool) is None:
                 raise MissingTool(tool, f"install it with `apt-get install {package}`")
-        self._base = ensure_base_image(self.configs[0], self.cache_dir, self.progress)
         planned = [self._plan(cfg) for cfg in self.configs]
-        todo = [item for item in planned if item[2] is not None]
-        results = {cfg.role: RoleResult(cfg.role, "unchanged") for cfg, _, h in planned if not h}
-        for cfg, _, _ in planned:
-            if cfg.role in results:
-                record = read_record(cfg.role) or {}
-                results[cfg.role].image = image_dir(cfg.role) / record.get("image", "")
-                results[cfg.role].record = record
+        todo = [(cfg, rendered) for cfg, rendered, current in planned if current is None]
+        results: dict[str, RoleResult] = {}
+        for cfg, _, current in planned:
+            if current is not None:
+                results[cfg.role] = RoleResult(cfg.role, "unchanged", current)
                 self.progress.say(cfg.role, "unchanged since the last build: skipped")
         if todo:
-            self._ensure_accelerator()
-            workers = max(1, min(parallel, len(todo)))
-            pool = ThreadPoolExecutor(max_workers=workers)
+            _ = self.target.accelerator  # probed once, before the threads start
+            pool = ThreadPoolExecutor(max_workers=max(1, min(parallel, len(todo))))
             try:
-                futures = {
-                    cfg.role: pool.submit(self._build_role, cfg, rendered, inputs_hash)
-                    for cfg, rendered, inputs_hash in todo
-                    if inputs_hash is not None
-                }
+                futures = {cfg.role: pool.submit(self._build_role, cfg, r) for cfg, r in todo}
                 for role, future in futures.items():
                     results[role] = future.result()
             except BaseException:  # Ctrl-C lands here, in the main thread: stop the builds
-                for process in self._packers:
-                    _stop_packer(process)
+                self.target.stop_packers()
                 raise
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
         return [results[cfg.role] for cfg in self.configs]
 
-    def _plan(self, cfg: BakeryConfig) -> tuple[BakeryConfig, RenderedRole, str | None]:
-        """Render with artifacts; the inputs hash, or None when the image is current."""
-        assert self._base is not None
-        artifacts = prepare_artifacts(cfg, self.cache_dir, self.progress)
-        rendered = render_role(cfg, self.packer, build_root=self.run_root, artifacts=artifacts)
-        inputs_hash = _inputs_hash(rendered, self._base)
-        record = read_record(cfg.role)
+    def _plan(self, cfg: BakeryConfig) -> tuple[BakeryConfig, RenderedRole, ImageRecord | None]:
+        """Render with artifacts; the current record when the image needs no rebuild."""
+        artifacts = prepare_artifacts(cfg, self.target.cache_dir, self.progress)
+        rendered = render_role(
+            cfg, self.target.packer, build_root=self.run_root, artifacts=artifacts
+        )
+        record = local_record(cfg.role)
         current = (
             record is not None
-            and record.get("inputs_hash") == inputs_hash
-            and (image_dir(cfg.role) / record.get("image", "")).is_file()
+            and record.inputs_hash == run_inputs(rendered, self.target.base.inputs_hash).inputs_hash
+            and image_path(record).is_file()
         )
-        if current and not self.force:
-            return cfg, rendered, None
-        return cfg, rendered, inputs_hash
+        return cfg, rendered, record if current and not self.force else None
 
-    def _ensure_accelerator(self) -> None:
-        assert self._base is not None
-        if self._accelerator is None:
-            accel, warning = choose_accelerator(
-                self.configs[0].local.accelerator,
-                self._base.kernel,
-                self._base.initrd,
-                self.cache_dir / "accelerator.json",
-            )
-            if warning:
-                self.progress.say("host", f"[yellow]warning:[/] {warning}")
-            self._accelerator = accel
-
-    def _build_role(
-        self, cfg: BakeryConfig, rendered: RenderedRole, inputs_hash: str
-    ) -> RoleResult:
+    def _build_role(self, cfg: BakeryConfig, rendered: RenderedRole) -> RoleResult:
         try:
-            return self._bake(cfg, rendered, inputs_hash)
+            return RoleResult(cfg.role, "built", self.target.build(cfg, rendered))
         except BakeryError as exc:
             return RoleResult(cfg.role, "failed", error=str(exc))
-
-    def _bake(self, cfg: BakeryConfig, rendered: RenderedRole, inputs_hash: str) -> RoleResult:
-        assert self._base is not None and self._accelerator is not None
-        role = cfg.role
-        started = time.time()
-        run_dir = self.run_root / f"{role}-run"
-        run_dir.mkdir(parents=True)
-        log_dir = LOGS_ROOT / role
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / "packer.log"
-        try:
-            key, public_key = _ephemeral_key(run_dir)
-            var_file = write_var_file(
-                run_dir / "run.pkrvars.hcl",
-                {
-                    "inputs_hash": inputs_hash,
-                    "git_commit": _git_commit(),
-                    "base_image": str(self._base.path),
-                    "base_image_checksum": self._base.checksum,
-                    "ssh_private_key_file": str(key),
-                    "seed_files": _seed_files(run_dir, role, public_key),
-                    "accelerator": self._accelerator,
-                    "output_directory": str(run_dir / "output"),
-                },
-            )
-            with self.progress.step(role, f"packer build ({self._accelerator})"):
-                _run_packer_build(rendered, var_file, log_path, self.progress, self._packers)
-            built = run_dir / "output" / f"{role}.qcow2"
-            if not built.is_file():
-                raise OperationFailed(f"[{role}] packer reported success but wrote no {built}")
-            record = self._record(cfg, rendered, inputs_hash, built, started)
-            self._install(role, built, record)
-            return RoleResult(role, "built", image_dir(role) / record["image"], record)
-        finally:
-            _kill_leftover_qemu(run_dir)
-            shutil.rmtree(run_dir, ignore_errors=True)
-
-    def _record(
-        self,
-        cfg: BakeryConfig,
-        rendered: RenderedRole,
-        inputs_hash: str,
-        built: Path,
-        started: float,
-    ) -> dict[str, Any]:
-        assert self._base is not None
-        plan = json.loads((rendered.stage / "bake.json").read_text())
-        return {
-            "role": cfg.role,
-            "os": cfg.os,
-            "target": "local",
-            "image": f"{cfg.role}-{inputs_hash}.qcow2",
-            "inputs_hash": inputs_hash,
-            "status": "built",
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "git_commit": _git_commit(),
-            "packer_version": str(self.packer),
-            "accelerator": self._accelerator,
-            "base_image": {
-                "sha256": self._base.sha256,
-                "inputs_hash": self._base.inputs_hash,
-            },
-            "agent": {
-                "package": cfg.agent.package,
-                "url": plan["agent"]["url"],
-                "sha256": plan["agent"]["sha256"],
-            },
-            "manifest": _read_manifest(rendered),
-            "size_bytes": built.stat().st_size,
-            "timings_s": dict(self.progress.timings.get(cfg.role, {})),
-            "build_seconds": round(time.time() - started, 1),
-            "packer_log": str((LOGS_ROOT / cfg.role / "packer.log").relative_to(REPO_ROOT)),
-        }
-
-    def _install(self, role: str, built: Path, record: dict[str, Any]) -> None:
-        """Move the new image in; only then drop the previous one."""
-        folder = image_dir(role)
-        folder.mkdir(parents=True, exist_ok=True)
-        previous = read_record(role)
-        shutil.move(str(built), folder / record["image"])
-        write_record(role, record)
-        if previous and previous.get("image") and previous["image"] != record["image"]:
-            (folder / previous["image"]).unlink(missing_ok=True)
 
 
 def build_local(
@@ -436,3 +432,35 @@ def build_local(
         for result in results:
             on_result(result)
     return results
+
+
+def verify_local(
+    configs: list[BakeryConfig],
+    progress: Progress,
+    parallel: int,
+    runner: SuiteRunner = run_suites,
+) -> list[tuple[str, SuiteResult]]:
+    """Verify the selected roles' local images with the gate; (role, result) each."""
+    end_stale_boots(VERIFY_WORK)  # a killed earlier run must not leave VMs behind
+    target = LocalTarget(configs, progress)
+    records = {}
+    for cfg in configs:
+        record = local_record(cfg.role)
+        if record is None or not image_path(record).is_file():
+            raise BadInput(
+                f"no local image for role {cfg.role}: run `invoke build --role {cfg.role}`"
+            )
+        records[cfg.role] = record
+    _ = target.accelerator  # probed once, before the threads start
+
+    def verify_one(cfg: BakeryConfig) -> tuple[str, SuiteResult]:
+        junit = REPORTS_ROOT / f"{cfg.role}.junit.xml"
+        try:
+            return cfg.role, verify_record(target, cfg, records[cfg.role], junit, progress, runner)
+        except BakeryError as exc:
+            result = SuiteResult(error=str(exc))
+            record_verdict(records[cfg.role].path, result.verdict, result.as_verification())
+            return cfg.role, result
+
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(configs)))) as pool:
+        return list(pool.map(verify_one, configs))

@@ -79,7 +79,7 @@ def assert_application_signals_environment(environment: dict[str, str]) -> None:
         assert re.fullmatch(pattern, environment.get(name, "")), f"{name}={environment.get(name)}"
 
 
-def test_unit_sets_the_otel_environment_application_signals_needs(host: Any) -> None:
+def test_unit_sets_the_otel_variables_application_signals_needs(host: Any) -> None:
     assert_application_signals_environment(unit_environment(host, APP_UNIT))
 
 

@@ -22,8 +22,8 @@ import pytest
 
 from bakery.config import REPO_ROOT, BakeryConfig, load_config
 from bakery.local.accelerator import choose_accelerator
-from bakery.local.build import WORK_ROOT, image_dir, read_record
-from bakery.verify.vm import BootedVM, booted, end_stale_boots, free_port
+from bakery.local.build import WORK_ROOT, image_path, local_record
+from bakery.local.vm import BootedVM, booted, end_stale_boots, free_port
 
 SMOKE_WORK = WORK_ROOT / "smoke"
 FRONTEND_A, BACKEND_A = "10.77.1.1", "10.77.1.2"
@@ -42,10 +42,10 @@ class ThreeTier:
 
 
 def _image(role: str) -> Path:
-    record = read_record(role)
-    if record is None or not (image_dir(role) / record["image"]).is_file():
+    record = local_record(role)
+    if record is None or not image_path(record).is_file():
         pytest.skip(f"no local {role} image: run `invoke build` first")
-    return image_dir(role) / record["image"]
+    return image_path(record)
 
 
 def _link(mac: str, address: str) -> list[str]:
@@ -71,8 +71,8 @@ def _wait_listening(port: int, timeout_s: float = 30) -> None:
 
 def accelerator_for(cfg: BakeryConfig) -> str:
     """KVM or TCG, as the build decided (the probe's answer is cached per host)."""
-    record = read_record("backend") or {}
-    base = record.get("base_image", {}).get("inputs_hash", "")
+    record = local_record("backend")
+    base = (record.details if record else {}).get("base_image", {}).get("inputs_hash", "")
     cache = REPO_ROOT / cfg.local.cache_dir
     accelerator, _ = choose_accelerator(
         cfg.local.accelerator,
@@ -112,6 +112,7 @@ def three_tier() -> Iterator[ThreeTier]:
                 local.cpus,
                 local.memory_mb,
                 cfg[role].verify.boot_timeout_s,
+                user=cfg[role].ssh_username,
                 forward_ports=forward,
                 extra_qemu_args=qemu,
                 bootcmd=bootcmd,

@@ -8,14 +8,14 @@ run against it. They must fail, and fail naming the cause, doctor included.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from bakery.config import load_config
-from bakery.verify.gate import expectations, launch_settings, read_junit, run_suites
-from bakery.verify.vm import booted, end_stale_boots
+from bakery.local.vm import booted, end_stale_boots
+from bakery.verify.launch import launch_settings
+from bakery.verify.suites import read_junit, run_suites
 from tests.smoke.conftest import SMOKE_WORK, _image, accelerator_for
 
 pytestmark = pytest.mark.slow
@@ -32,8 +32,6 @@ def test_gate_rejects_a_backend_without_application_signals(tmp_path: Path) -> N
     end_stale_boots(SMOKE_WORK)
     cfg = load_config("backend", "local")
     settings = launch_settings(cfg)
-    expect_file = tmp_path / "expect.json"
-    expect_file.write_text(json.dumps(expectations(cfg, settings)))
     junit = tmp_path / "junit.xml"
     with booted(
         _image("backend"),
@@ -44,11 +42,13 @@ def test_gate_rejects_a_backend_without_application_signals(tmp_path: Path) -> N
         cfg.local.cpus,
         cfg.local.memory_mb,
         cfg.verify.boot_timeout_s,
+        user=cfg.ssh_username,
         bootcmd=[DROP_APPLICATION_SIGNALS],
     ) as vm:
-        result = run_suites(vm.testinfra_host, vm.ssh_config, "backend", expect_file, junit)
+        result = run_suites(vm.ssh_target, cfg, settings, junit)
     passed, failed, _, failures = read_junit(junit)
-    assert result.returncode != 0 and failed > 0, result.stdout[-2000:]
+    output = junit.with_suffix(".txt").read_text()
+    assert result.returncode != 0 and failed > 0, output[-2000:]
     failing = " ".join(failures)
     assert "test_backend_agent_config_turns_on_application_signals" in failing
     assert "test_doctor" in failing  # the on-instance doctor names it too

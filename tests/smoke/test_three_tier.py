@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bakery.config import load_config
-from bakery.verify.vm import BootedVM
+from bakery.local.vm import BootedVM
 from tests.doubles.cloudwatch_agent.received import attributes_dict, decode_received
 from tests.smoke.conftest import DATABASE_B, LAUNCH_ENV_RESOURCE_ATTRIBUTES, ThreeTier
 

@@ -21,14 +21,13 @@ from botocore.stub import Stubber
 
 from bakery.aws import tags
 from bakery.aws.build import (
-    RunInputs,
     apply_post_build_guarantees,
     build_on_aws,
-    inputs_hash,
     this_run_artifact,
 )
 from bakery.aws.images import delete_image
 from bakery.errors import BadInput, OperationFailed
+from bakery.inputs import RunInputs, inputs_hash
 from bakery.packer import PackerVersion
 from bakery.render import DEPRECATION, IMDSV2_ON_AMI, ORG_SHARING, RenderedRole
 
@@ -237,11 +236,11 @@ def test_build_tags_image_and_snapshots_and_writes_record(ec2: Any, tmp_path: Pa
     assert (role.directory / "run.pkrvars.hcl").read_text().splitlines() == [
         'git_commit  = "abc123def456"',
         'inputs_hash = "feedfacecafebeef"',
-        f'run_id      = "{record.run_id}"',
+        f'run_id      = "{record.details["run_id"]}"',
     ]
-    assert packer.run_ids == [record.run_id] and len(record.run_id) == 32
+    assert packer.run_ids == [record.details["run_id"]] and len(record.details["run_id"]) == 32
     [image] = own_images(ec2)
-    assert record.ami_id == image["ImageId"] != "ami-0000000000000000e"
+    assert record.image == image["ImageId"] != "ami-0000000000000000e"
     expected = {
         tags.ROLE: "backend",
         tags.OS: "debian12",
@@ -251,20 +250,20 @@ def test_build_tags_image_and_snapshots_and_writes_record(ec2: Any, tmp_path: Pa
         tags.SOURCE_AMI: DEBIAN_SOURCE,
         tags.BUILD_TIME: "20300115120000",
         tags.STATUS: "built",
-        tags.RUN_ID: record.run_id,
+        tags.RUN_ID: record.details["run_id"],
         "project": "bakery",
     }
-    assert image_tags(ec2, record.ami_id) == expected
-    [snapshot] = record.snapshot_ids
+    assert image_tags(ec2, record.image) == expected
+    [snapshot] = record.details["snapshot_ids"]
     found = ec2.describe_snapshots(SnapshotIds=[snapshot])["Snapshots"][0]
     assert tags.as_dict(found["Tags"]) == expected
     saved = json.loads(record.path.read_text())
-    assert record.path.name == f"backend-{record.ami_id}.json"
+    assert record.path.name == f"backend-{record.image}.json"
     assert saved["source_ami"] == DEBIAN_SOURCE
     assert saved["status"] == "built"
     assert saved["post_build"] == [IMDSV2_ON_AMI]
     assert saved["packer_run_uuid"] != "earlier-run"
-    assert saved["run_id"] == record.run_id
+    assert saved["run_id"] == record.details["run_id"]
 
 
 @pytest.mark.parametrize(
@@ -322,8 +321,8 @@ def test_cleanup_spares_images_of_earlier_runs(ec2: Any, tmp_path: Path) -> None
             packer=FakePacker(fail=OperationFailed("boom")),
             records_dir=tmp_path,
         )
-    assert [image["ImageId"] for image in own_images(ec2)] == [first.ami_id]
-    assert set(first.snapshot_ids) <= existing_snapshots(ec2)
+    assert [image["ImageId"] for image in own_images(ec2)] == [first.image]
+    assert set(first.details["snapshot_ids"]) <= existing_snapshots(ec2)
 
 
 def instance_states(ec2: Any) -> dict[str, str]:

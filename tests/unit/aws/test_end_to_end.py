@@ -29,9 +29,10 @@ from bakery.aws import tags
 from bakery.aws.build import build_on_aws
 from bakery.aws.prune import prune
 from bakery.aws.release import parameter_history, release
-from bakery.aws.verify import CheckOutcome, InstanceUnderTest, verify_image
+from bakery.aws.verify import InstanceUnderTest, verify_image
 from bakery.packer import PackerVersion
 from bakery.render import IMDSV2_ON_AMI, ORG_SHARING, RenderedRole, render_role
+from bakery.verify.suites import SuiteResult
 
 from .conftest import (
     DEBIAN_SOURCE,
@@ -39,6 +40,7 @@ from .conftest import (
     REGION,
     running_moto_server,
     set_creation_date,
+    suite_outcome,
 )
 from .conftest import make_config as config_for
 
@@ -82,10 +84,10 @@ def overlay_for_moto(rendered: RenderedRole, endpoint: str) -> None:
 
 
 def runner(passed: bool) -> Any:
-    def run(target: InstanceUnderTest) -> CheckOutcome:
+    def run(target: InstanceUnderTest) -> SuiteResult:
         assert target.host and target.key_file.exists()
         failed = () if passed else ("test_agent.test_application_signals_enabled",)
-        return CheckOutcome(passed, failed, target.junit_path)
+        return suite_outcome(passed, failed, target.junit_path)
 
     return run
 
@@ -120,17 +122,17 @@ def test_packer_build_release_copy_share_prune(moto_server: str, tmp_path: Path)
         # AMI names carry Packer's build time to the second; real builds take minutes.
         time.sleep(1.0 - datetime.now().microsecond / 1e6)
         record = build_on_aws(rendered, cfg, records_dir=records)
-        run_ids[record.ami_id] = record.run_id
+        run_ids[record.image] = record.details["run_id"]
         verify_image(
             cfg,
-            record.ami_id,
+            record.image,
             runner=runner(passed),
             ingress_cidr="198.51.100.4",
             reports_dir=tmp_path / "reports",
             records_dir=records,
             sleep=lambda s: None,
         )
-        return record.ami_id
+        return record.image
 
     a, b, c, d = bake(True), bake(True), bake(True), bake(False)
 

@@ -17,16 +17,15 @@ import pytest
 from bakery.aws import tags
 from bakery.aws.pipeline import verify as verify_roles
 from bakery.aws.verify import (
-    CheckOutcome,
     InstanceUnderTest,
-    failed_checks_from_junit,
     ingress_cidr_for,
     summarise,
     verify_image,
 )
 from bakery.errors import BadInput, OperationFailed
+from bakery.verify.suites import SuiteResult, failed_checks_from_junit
 
-from .conftest import REGION, clock, image_tags, make_config, make_image
+from .conftest import REGION, clock, image_tags, make_config, make_image, suite_outcome
 
 RUNNER_ADDRESS = "203.0.113.7"
 
@@ -40,14 +39,14 @@ def profile(aws: None) -> str:
 class Runner:
     """Looks at the test instance through the EC2 API, then answers."""
 
-    def __init__(self, outcome: CheckOutcome | BaseException) -> None:
+    def __init__(self, outcome: SuiteResult | BaseException) -> None:
         self.outcome = outcome
         self.seen: list[InstanceUnderTest] = []
         self.instance: dict[str, Any] = {}
         self.group_rules: list[dict[str, Any]] = []
         self.key_pairs: list[str] = []
 
-    def __call__(self, target: InstanceUnderTest) -> CheckOutcome:
+    def __call__(self, target: InstanceUnderTest) -> SuiteResult:
         ec2 = boto3.client("ec2", region_name=REGION)
         self.seen.append(target)
         reservation = ec2.describe_instances(InstanceIds=[target.instance_id])["Reservations"][0]
@@ -96,7 +95,7 @@ def test_launch_uses_imdsv2_profile_tags_and_a_32_only_group(
     ec2: Any, profile: str, tmp_path: Path
 ) -> None:
     ami = make_image(status=tags.BUILT)
-    runner = Runner(CheckOutcome(True))
+    runner = Runner(suite_outcome(True))
     result = run(tmp_path, runner, None, f"aws.instance_profile={profile}")
     assert result.verified and result.ami_id == ami
     instance = runner.instance
@@ -118,7 +117,7 @@ def test_launch_uses_imdsv2_profile_tags_and_a_32_only_group(
 
 def test_launch_time_settings_reach_the_instance_as_user_data(ec2: Any, tmp_path: Path) -> None:
     make_image(status=tags.BUILT)
-    runner = Runner(CheckOutcome(True))
+    runner = Runner(suite_outcome(True))
     run(tmp_path, runner)
     [target] = runner.seen
     attribute = ec2.describe_instance_attribute(InstanceId=target.instance_id, Attribute="userData")
@@ -132,7 +131,7 @@ def test_launch_time_settings_reach_the_instance_as_user_data(ec2: Any, tmp_path
 
 def test_success_tags_verified_and_removes_everything(ec2: Any, tmp_path: Path) -> None:
     ami = make_image(status=tags.BUILT, extra_tags={tags.FAILED_CHECKS: "from an old run"})
-    result = run(tmp_path, Runner(CheckOutcome(True)), ami)
+    result = run(tmp_path, Runner(suite_outcome(True)), ami)
     values = image_tags(ec2, ami)
     assert values[tags.STATUS] == "verified"
     assert tags.FAILED_CHECKS not in values
@@ -145,7 +144,7 @@ def test_failure_tags_rejected_with_a_tag_sized_summary(ec2: Any, tmp_path: Path
     ami = make_image(status=tags.BUILT)
     failed = tuple(f"test_services.test_check_number_{n}_is_long_enough" for n in range(20))
     junit = tmp_path / "reports" / "backend.xml"
-    result = run(tmp_path, Runner(CheckOutcome(False, failed, junit)), ami)
+    result = run(tmp_path, Runner(suite_outcome(False, failed, junit)), ami)
     values = image_tags(ec2, ami)
     assert values[tags.STATUS] == "rejected"
     assert values[tags.FAILED_CHECKS].startswith("20 failed: test_services.test_check_number_0")
@@ -173,7 +172,7 @@ def test_configured_group_is_used_and_kept(ec2: Any, tmp_path: Path) -> None:
     vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
     group = ec2.create_security_group(GroupName="ops-ssh", Description="ops", VpcId=vpc)["GroupId"]
     ami = make_image(status=tags.BUILT)
-    runner = Runner(CheckOutcome(True))
+    runner = Runner(suite_outcome(True))
     run(tmp_path, runner, ami, f"aws.security_group_id={group}")
     assert [g["GroupId"] for g in runner.group_rules] == [group]
     assert [
@@ -186,12 +185,12 @@ def test_configured_group_is_used_and_kept(ec2: Any, tmp_path: Path) -> None:
 def test_no_built_image_to_verify_is_bad_input(ec2: Any, tmp_path: Path) -> None:
     make_image(status=tags.VERIFIED)
     with pytest.raises(BadInput, match=r"no built .*backend AMI"):
-        run(tmp_path, Runner(CheckOutcome(True)))
+        run(tmp_path, Runner(suite_outcome(True)))
 
 
 def test_pipeline_verify_raises_when_an_image_is_rejected(ec2: Any, tmp_path: Path) -> None:
     make_image(status=tags.BUILT)
-    runner = Runner(CheckOutcome(False, ("test_agent.test_agent_is_running",)))
+    runner = Runner(suite_outcome(False, ("test_agent.test_agent_is_running",)))
     with pytest.raises(OperationFailed, match=r"rejected: backend .*test_agent_is_running"):
         verify_roles(
             [make_config("backend")],

@@ -273,6 +273,9 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
     "./scripts/run invoke build": (CiRun(),),
     "./scripts/run invoke test": (CiRun(),),
     "invoke build": (CiRun("./scripts/run invoke build"),),
+    "invoke images": (
+        Test("tests/unit/test_cli.py::test_images_table_goes_to_stdout_so_it_can_be_piped"),
+    ),
     "invoke test": (CiRun("./scripts/run invoke test"),),
     "invoke smoke": (CiRun("./scripts/run invoke smoke"),),
     "invoke verify": (
@@ -284,9 +287,9 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
     # Cheap tasks and tools: run here.
     ".venv/bin/invoke --list": (Run(lists_every_task),),
     "invoke --help TASK": (Run(exits(0, "--no-verify", "--force"), fill={"TASK": "build"}),),
-    "invoke doctor": (Run(prints_findings),),
+    "invoke host-check": (Run(prints_findings),),
     "invoke schema": (Run(schema_written),),
-    "invoke render --role backend --set service.environment=staging": (
+    "invoke render --role backend --set service.deployment_environment=staging": (
         Run(
             wrote(
                 "build/local/backend/stage/rootfs/etc/bakery/defaults.env",

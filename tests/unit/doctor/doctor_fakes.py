@@ -87,7 +87,7 @@ class FakeInstance:
         self.write("etc/systemd/system/fastapi-otel.service", rendered_app_unit())
         self.write(
             "etc/bakery/defaults.env",
-            f"SERVICE_NAME={cfg.service.name}\nDEPLOYMENT_ENVIRONMENT={cfg.service.environment}\n"
+            f"SERVICE_NAME={cfg.service.name}\nDEPLOYMENT_ENVIRONMENT={cfg.service.deployment_environment}\n"
             f"LOG_GROUP_NAME={cfg.service.log_group}\nBACKEND_URL={cfg.launch.backend_url}\n"
             f"DB_HOST={cfg.launch.db_host}\nDB_PORT={cfg.launch.db_port}\n"
             f"DB_NAME={cfg.launch.db_name}\nDB_USER={cfg.launch.db_user}\n",

@@ -24,9 +24,11 @@ def test_target_layer_picks_the_agent_package() -> None:
 
 def test_user_file_then_set_override_win(tmp_path: Path) -> None:
     user = tmp_path / "mine.yaml"
-    user.write_text("service:\n  environment: staging\naws:\n  tags:\n    team: web\n")
-    config = load_config("backend", "aws", user, ["service.environment=dev", "aws.tags.cost=42"])
-    assert config.service.environment == "dev"
+    user.write_text("service:\n  deployment_environment: staging\naws:\n  tags:\n    team: web\n")
+    config = load_config(
+        "backend", "aws", user, ["service.deployment_environment=dev", "aws.tags.cost=42"]
+    )
+    assert config.service.deployment_environment == "dev"
     assert config.aws.tags == {"project": "bakery", "team": "web", "cost": "42"}
 
 

@@ -92,7 +92,7 @@ def test_launch_defaults_hold_every_key_and_no_secret(render_stage: Render) -> N
     )
     assert tuple(values) == LAUNCH_KEYS
     assert values["SERVICE_NAME"] == cfg.service.name
-    assert values["DEPLOYMENT_ENVIRONMENT"] == cfg.service.environment
+    assert values["DEPLOYMENT_ENVIRONMENT"] == cfg.service.deployment_environment
     assert values["LOG_GROUP_NAME"] == cfg.service.log_group
     assert values["BACKEND_URL"] == cfg.launch.backend_url
     assert values["DB_PORT"] == str(cfg.launch.db_port)
@@ -112,7 +112,7 @@ def test_fastapi_unit_runs_the_instrumented_app(render_stage: Render) -> None:
     cfg = load_config("backend", "aws")
     unit = render_stage("backend") / "rootfs" / UNIT_DIR / "fastapi-otel.service"
     text = unit.read_text()
-    for name, value in cfg.otel.environment().items():
+    for name, value in cfg.otel.unit_variables().items():
         assert f'Environment="{name}={value}"' in text
     [exec_start] = unit_lines(unit, "ExecStart")
     assert exec_start.startswith(

@@ -9,13 +9,8 @@ from typing import Any
 
 import pytest
 
-from bakery.aws import build
-from bakery.aws.pipeline import build as build_roles
-from bakery.errors import BadInput, OperationFailed
-from bakery.packer import PackerVersion
-from bakery.render import RenderedRole
-
-from .conftest import make_config
+from bakery import packer
+from bakery.errors import OperationFailed
 
 
 def fake_packer(
@@ -24,7 +19,7 @@ def fake_packer(
     path = tmp_path / "packer"
     path.write_text(f"{shebang}\n{script}")
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setattr(build, "packer_binary", lambda: str(path))
+    monkeypatch.setattr(packer, "packer_binary", lambda: str(path))
 
 
 def test_output_is_logged_and_failure_shows_its_tail(
@@ -33,7 +28,7 @@ def test_output_is_logged_and_failure_shows_its_tail(
     fake_packer(tmp_path, monkeypatch, 'echo "==> starting $1"\necho "error: no AMI" >&2\nexit 3\n')
     log = tmp_path / "packer.log"
     with pytest.raises(OperationFailed) as caught:
-        build.stream_packer(["build", "."], tmp_path, log)
+        packer.run_packer(["build", "."], tmp_path, log)
     assert "exit 3" in str(caught.value) and "error: no AMI" in str(caught.value)
     assert str(log) in str(caught.value)
     assert log.read_text() == "==> starting build\nerror: no AMI\n"
@@ -42,7 +37,7 @@ def test_output_is_logged_and_failure_shows_its_tail(
 def test_checkpoint_is_disabled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CHECKPOINT_DISABLE", raising=False)
     fake_packer(tmp_path, monkeypatch, 'echo "checkpoint=$CHECKPOINT_DISABLE"\n')
-    build.stream_packer(["build", "."], tmp_path, tmp_path / "packer.log")
+    packer.run_packer(["build", "."], tmp_path, tmp_path / "packer.log")
     assert (tmp_path / "packer.log").read_text() == "checkpoint=1\n"
 
 
@@ -69,14 +64,6 @@ def test_ctrl_c_is_forwarded_and_packer_may_clean_up(
     def interrupt(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(build.console, "print", interrupt)
-    monkeypatch.setattr(build, "say", lambda message: None)
     with pytest.raises(KeyboardInterrupt):
-        build.stream_packer(["build", "."], tmp_path, tmp_path / "packer.log")
+        packer.run_packer(["build", "."], tmp_path, tmp_path / "packer.log", on_line=interrupt)
     assert marker.exists()
-
-
-def test_pipeline_build_needs_a_config_per_rendered_role(tmp_path: Path) -> None:
-    rendered = RenderedRole("frontend", "aws", tmp_path, PackerVersion(1, 6, 6))
-    with pytest.raises(BadInput, match="no config for rendered role"):
-        build_roles([make_config("backend")], [rendered], records_dir=tmp_path)

@@ -1,4 +1,4 @@
-"""`invoke doctor`: is this host ready to bake? Each problem comes with its fix."""
+"""`invoke host-check`: is this host ready to bake? Each problem comes with its fix."""
 
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ the VM is stopped; a boot left by a killed run is found by its pidfile and ended
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -24,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bakery.errors import MissingTool, OperationFailed
-
-SSH_USER = "admin"  # the image's default user, as on Debian's AMIs
+from bakery.verify.launch import user_data
+from bakery.verify.suites import SshTarget
 
 
 @dataclass
@@ -36,6 +35,7 @@ class BootedVM:
     workdir: Path
     ssh_port: int
     key: Path
+    user: str
     process: subprocess.Popen[bytes]
     forwards: dict[int, int] = field(default_factory=dict)  # guest port -> host port
     boot_seconds: float = 0.0
@@ -45,17 +45,21 @@ class BootedVM:
         return self.workdir / "console.log"
 
     @property
+    def ssh_target(self) -> SshTarget:
+        return SshTarget("127.0.0.1", self.ssh_port, self.user, self.key, machine=self.name)
+
+    @property
     def ssh_config(self) -> Path:
-        return self.workdir / "ssh_config"
+        return self.ssh_target.ssh_config
 
     @property
     def testinfra_host(self) -> str:
-        return f"ssh://{SSH_USER}@127.0.0.1:{self.ssh_port}"
+        return self.ssh_target.testinfra_host
 
     def ssh(self, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["ssh", "-F", str(self.ssh_config), "-p", str(self.ssh_port),
-             f"{SSH_USER}@127.0.0.1", command],
+             f"{self.user}@127.0.0.1", command],
             capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
 
@@ -65,42 +69,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def launch_env_file(settings: Mapping[str, str]) -> str:
-    """KEY=VALUE lines for /etc/bakery/launch.env, quoted for systemd's EnvironmentFile."""
-    lines = []
-    for key, value in sorted(settings.items()):
-        if not key.replace("_", "").isalnum() or "\n" in value:
-            raise OperationFailed(f"launch setting {key!r} cannot go into an env file")
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        lines.append(f'{key}="{escaped}"')
-    return "\n".join(lines) + "\n"
-
-
-def user_data(
-    public_key: str | None, settings: Mapping[str, str], bootcmd: Sequence[str] = ()
-) -> str:
-    """Standard cloud-init user data: the launch-time settings file, and the test key
-    where no key pair provides it (on EC2 the launch's KeyName does)."""
-    document: dict[str, object] = {
-        "write_files": [
-            {
-                "path": "/etc/bakery/launch.env",
-                "owner": "root:root",
-                "permissions": "0600",
-                "content": launch_env_file(settings),
-            }
-        ],
-    }
-    if public_key:
-        document["ssh_authorized_keys"] = [public_key]
-    if public_key:
-        document["ssh_authorized_keys"] = [public_key]
-    if bootcmd:
-        document["bootcmd"] = list(bootcmd)
-    # JSON is YAML: no YAML emitter needed, and nothing in it can be misquoted.
-    return "#cloud-config\n" + json.dumps(document, indent=2) + "\n"
 
 
 def _make_seed(
@@ -169,6 +137,8 @@ def booted(
     cpus: int,
     memory_mb: int,
     boot_timeout_s: float,
+    *,
+    user: str,
     forward_ports: Sequence[int] = (),
     extra_qemu_args: Sequence[str] = (),
     bootcmd: Sequence[str] = (),
@@ -176,7 +146,7 @@ def booted(
     """Boot `image` with `settings` as launch-time user data; always stop it afterwards."""
     for tool in ("qemu-system-x86_64", "qemu-img", "xorriso", "ssh", "ssh-keygen"):
         if shutil.which(tool) is None:
-            raise MissingTool(tool, "run `./scripts/run invoke doctor` for what to install")
+            raise MissingTool(tool, "run `./scripts/run invoke host-check` for what to install")
     workdir = work_root / f"{name}-{uuid.uuid4().hex[:8]}"
     workdir.mkdir(parents=True)
     process: subprocess.Popen[bytes] | None = None
@@ -186,11 +156,6 @@ def booted(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bakery-verify", "-f", str(key)],
             check=True, capture_output=True,
         )  # fmt: skip
-        (workdir / "ssh_config").write_text(
-            "Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
-            f"  IdentityFile {key}\n  IdentitiesOnly yes\n  BatchMode yes\n"
-            "  ConnectTimeout 5\n  LogLevel ERROR\n"
-        )
         overlay = workdir / "disk.qcow2"
         subprocess.run(
             ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
@@ -215,7 +180,8 @@ def booted(
         ]  # fmt: skip
         started = time.monotonic()
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        vm = BootedVM(name, workdir, ssh_port, key, process, forwards)
+        vm = BootedVM(name, workdir, ssh_port, key, user, process, forwards)
+        vm.ssh_target.write_ssh_config()
         _wait_for_ssh(vm, boot_timeout_s)
         vm.boot_seconds = round(time.monotonic() - started, 1)
         yield vm

@@ -1,0 +1,124 @@
+"""The image record: one JSON file per image, what was built from what and what its
+verification found. Written, read, updated and listed the same way for every target;
+only the folder differs (`build/images/<role>/record.json` locally,
+`build/records/aws/<role>-<ami>.json` for AWS, which CI keeps as artifacts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# The life of an image: built by a target, then verified or rejected by the gate.
+BUILT = "built"
+VERIFIED = "verified"
+REJECTED = "rejected"
+
+# Keys every record has; whatever else a target records (region, snapshots, base image,
+# accelerator, ...) sits beside them in `details`.
+_COMMON = (
+    "role",
+    "os",
+    "target",
+    "image",
+    "inputs_hash",
+    "git_commit",
+    "packer_version",
+    "built_at",
+    "status",
+    "packer_log",
+)
+
+
+@dataclass
+class ImageRecord:
+    """One built image on one target.
+
+    `image` is what the target calls the image: the qcow2 file name locally, the AMI id
+    on AWS. `verification` is what the gate found (absent until it ran).
+    """
+
+    role: str
+    os: str
+    target: str
+    image: str
+    inputs_hash: str
+    git_commit: str
+    packer_version: str
+    built_at: str
+    path: Path
+    status: str = BUILT
+    packer_log: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    verification: dict[str, Any] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {**self.details}
+        data.update({name: getattr(self, name) for name in _COMMON})
+        if self.verification is not None:
+            data["verification"] = self.verification
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], path: Path) -> ImageRecord:
+        details = {k: v for k, v in data.items() if k not in (*_COMMON, "verification")}
+        return cls(
+            role=str(data.get("role", "")),
+            os=str(data.get("os", "")),
+            target=str(data.get("target", "")),
+            image=str(data.get("image", "")),
+            inputs_hash=str(data.get("inputs_hash", "")),
+            git_commit=str(data.get("git_commit", "")),
+            packer_version=str(data.get("packer_version", "")),
+            built_at=str(data.get("built_at", "")),
+            path=path,
+            status=str(data.get("status", BUILT)),
+            packer_log=str(data.get("packer_log", "")),
+            details=details,
+            verification=data.get("verification"),
+        )
+
+
+def utc_timestamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _replace_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` to `path` atomically: a reader sees the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, scratch = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        json.dump(data, out, indent=2, sort_keys=True)
+        out.write("\n")
+    Path(scratch).replace(path)
+
+
+def write_record(record: ImageRecord) -> Path:
+    """Write the whole record to its path, replacing what was there."""
+    _replace_json(record.path, record.as_json())
+    return record.path
+
+
+def read_record(path: Path) -> ImageRecord | None:
+    """The record at `path`, or None when none was written (never built, or elsewhere)."""
+    if not path.is_file():
+        return None
+    return ImageRecord.from_json(json.loads(path.read_text(encoding="utf-8")), path)
+
+
+def record_verdict(path: Path, status: str, verification: dict[str, Any]) -> ImageRecord | None:
+    """Set the gate's verdict on the record at `path`, and return the record.
+
+    An image built elsewhere (an AMI built by another machine) gets a partial record,
+    so the verdict is never lost.
+    """
+    record = read_record(path)
+    data = record.as_json() if record else {}
+    data.update(status=status, verification=verification)
+    _replace_json(path, data)
+    return read_record(path)
