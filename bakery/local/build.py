@@ -215,10 +215,11 @@ class LocalTarget:
     def accelerator(self) -> str:
         """kvm where it works, else tcg; probed once per run against the base kernel."""
         if self._accelerator is None:
+            setting = self.configs[0].local.accelerator
+            # tcg needs no probe, so no kernel: verify must not build a base image for it.
+            kernel, initrd = self._probe_kernel() if setting != "tcg" else (Path(), Path())
             accel, warning = choose_accelerator(
-                self.configs[0].local.accelerator,
-                *self._probe_kernel(),
-                self.cache_dir / "accelerator.json",
+                setting, kernel, initrd, self.cache_dir / "accelerator.json"
             )
             if warning:
                 self.progress.say("host", f"[yellow]warning:[/] {warning}")
