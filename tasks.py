@@ -17,6 +17,7 @@ from invoke import task
 from bakery.artifacts import prepare_artifacts
 from bakery.aws import pipeline as aws_pipeline
 from bakery.aws.tasks import (
+    canary,
     enable_application_signals,
     iam,
     janitor,
@@ -44,7 +45,7 @@ from bakery.verify.gate import Verdict, verify_local
 
 ITERABLE = ["role", "set"]
 # Release-side tasks live with the AWS code; listed here so `invoke --list` shows them.
-AWS_TASKS = (release, prune, janitor, iam, enable_application_signals, launch_template)
+AWS_TASKS = (release, prune, janitor, iam, enable_application_signals, launch_template, canary)
 
 
 def _render_all(
