@@ -415,7 +415,7 @@ def run_canary(
     instance_id: str | None = None,
     timeout: timedelta = DEFAULT_TIMEOUT,
     poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
-    clients: Callable[[str], TelemetryClients] = telemetry_clients,
+    clients: Callable[[str], TelemetryClients] | None = None,
     clock: Callable[[], datetime] = tags.utc_now,
     sleep: Callable[[float], None] = time.sleep,
     progress: Callable[[str], None] = lambda _message: None,
@@ -434,7 +434,7 @@ def run_canary(
     region = cfg.aws.region
     ec2 = ec2_client(region)
     ami_id = promoted_image(cfg, environment)
-    telemetry = clients(region)
+    telemetry = (clients or telemetry_clients)(region)
     if instance_id:
         given = _reused_instance(ec2, instance_id, ami_id)
         service, reported = reported_identity(cfg, given)

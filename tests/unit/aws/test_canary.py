@@ -20,8 +20,10 @@ from typing import Any, ClassVar
 import boto3
 import pytest
 from botocore.stub import ANY, Stubber
+from invoke import Context
 
-from bakery.aws import tags
+from bakery.aws import canary as canary_module
+from bakery.aws import tags, tasks
 from bakery.aws.canary import (
     CANARY_TAG,
     METRICS,
@@ -345,6 +347,57 @@ def test_reused_instance_of_another_ami_is_refused(
     instance = ec2.run_instances(ImageId=other, MinCount=1, MaxCount=1)["Instances"][0]
     with pytest.raises(BadInput, match=f"runs {other}, not the released {released}"):
         run(stubs, FakeTime(), content=b"", instance_id=instance["InstanceId"])
+
+
+# --- the task -------------------------------------------------------------------------
+
+
+def test_canary_task_launches_checks_and_prints_what_it_found(
+    released: str,
+    stubs: TelemetryStubs,
+    ec2: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`invoke canary --role backend -e staging`"""
+    monkeypatch.setattr(canary_module, "telemetry_clients", stubs.factory)
+    stubs.everything()
+
+    tasks.canary(Context(), role="backend", environment="staging")
+
+    _, err = capsys.readouterr()
+    assert "poll 1: service listed; datapoints: Latency 3, Error 3, Fault 3; traces: 2" in err
+    assert released in err
+    assert "telemetry arrived for fastapi-backend in staging" in err
+    assert states(ec2) == ["terminated"]
+
+
+def test_canary_task_reuses_a_running_instance(
+    released: str,
+    stubs: TelemetryStubs,
+    ec2: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`invoke canary --role backend -e staging --instance-id ID`"""
+    monkeypatch.setattr(canary_module, "telemetry_clients", stubs.factory)
+    instance = ec2.run_instances(
+        ImageId=released, MinCount=1, MaxCount=1, UserData=user_data().decode()
+    )["Instances"][0]["InstanceId"]
+    stubs.everything()
+
+    tasks.canary(Context(), role="backend", environment="staging", instance_id=instance)
+
+    _, err = capsys.readouterr()
+    assert f"{instance} (reused)" in err
+    found = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]
+    assert found["State"]["Name"] == "running"
+
+
+def test_canary_task_with_a_bad_timeout_exits_2(aws: None) -> None:
+    with pytest.raises(SystemExit) as exited:
+        tasks.canary(Context(), role="backend", environment="staging", timeout="soon")
+    assert exited.value.code == 2
 
 
 # --- bad input: nothing launched --------------------------------------------------------
