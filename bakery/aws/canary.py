@@ -501,8 +501,13 @@ def _terminate_quietly(ec2: EC2Client, instance_id: str) -> str | None:
     return None
 
 
+# What RunInstances needs authorised beyond itself: tags given at launch, and passing
+# the instance profile's role.
+AUTHORISED_WITH_RUN_INSTANCES = ("ec2:CreateTags", "iam:PassRole")
+
+
 def api_calls() -> Sequence[str]:
-    """Every AWS API action the canary calls (for the pipeline's IAM policy)."""
+    """Every IAM action the canary needs, as the pipeline's principal (docs/aws.md)."""
     return (
         "ssm:GetParameter",
         "ssm:GetParametersByPath",

@@ -19,16 +19,19 @@ from typing import Any, ClassVar
 
 import boto3
 import pytest
+from botocore.client import BaseClient
 from botocore.stub import ANY, Stubber
 from invoke import Context
 
 from bakery.aws import canary as canary_module
 from bakery.aws import tags, tasks
 from bakery.aws.canary import (
+    AUTHORISED_WITH_RUN_INSTANCES,
     CANARY_TAG,
     METRICS,
     TelemetryClients,
     TelemetryMissing,
+    api_calls,
     canary_user_data,
     metric_queries,
     request_loop,
@@ -37,6 +40,7 @@ from bakery.aws.canary import (
 )
 from bakery.aws.launch import example_user_data, read_user_data
 from bakery.aws.release import release
+from bakery.config import REPO_ROOT
 from bakery.errors import BadInput, OperationFailed
 
 from .conftest import NOW, REGION, clock, make_config, make_image
@@ -427,6 +431,44 @@ def test_roles_without_an_instrumented_app_are_refused(aws: None) -> None:
 def test_user_data_that_is_neither_cloud_config_nor_script_is_refused() -> None:
     with pytest.raises(BadInput, match="#cloud-config document or a #! script"):
         canary_user_data(b"Content-Type: multipart/mixed\n", 8000, 60)
+
+
+# --- the IAM actions it needs ----------------------------------------------------------
+
+# botocore's signing name, where IAM's action prefix differs.
+IAM_PREFIX = {"monitoring": "cloudwatch"}
+
+
+def test_the_canary_calls_exactly_the_actions_it_declares(
+    released: str, stubs: TelemetryStubs, ec2: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, dict[str, Any]]] = []
+    original = BaseClient._make_api_call
+
+    def recording(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        prefix = client.meta.service_model.signing_name
+        calls.append((f"{IAM_PREFIX.get(prefix, prefix)}:{operation}", params))
+        return original(client, operation, params)
+
+    reused = ec2.run_instances(
+        ImageId=released, MinCount=1, MaxCount=1, UserData=user_data().decode()
+    )["Instances"][0]["InstanceId"]
+    monkeypatch.setattr(BaseClient, "_make_api_call", recording)
+    stubs.everything()
+    stubs.everything()
+    run(stubs, FakeTime())
+    run(stubs, FakeTime(), content=b"", instance_id=reused)
+    with pytest.raises(BadInput):  # an environment without a release lists where there are
+        run_canary(make_config("backend"), "dev", user_data(), clients=stubs.factory)
+
+    called = {action for action, _ in calls}
+    declared = set(api_calls())
+    assert called == declared - set(AUTHORISED_WITH_RUN_INSTANCES)
+    [launch] = [params for action, params in calls if action == "ec2:RunInstances"]
+    assert launch["TagSpecifications"]  # needs ec2:CreateTags on create
+    assert launch["IamInstanceProfile"] == {"Name": "bakery-backend"}  # iam:PassRole
+    documented = (REPO_ROOT / "docs" / "aws.md").read_text()
+    assert all(f"`{action}`" in documented for action in declared), "docs/aws.md lists them"
 
 
 # --- what the canary asks AWS -----------------------------------------------------------
