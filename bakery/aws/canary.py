@@ -190,8 +190,9 @@ def canary_user_data(user_data: bytes, port: int, duration_s: int) -> str:
     except UnicodeDecodeError as exc:
         raise BadInput(f"--user-data: not UTF-8 text ({exc})") from exc
     document = MIMEMultipart()
-    document.attach(MIMEText(text, subtype, "utf-8"))
-    document.attach(MIMEText(request_loop(port, duration_s), "x-shellscript", "utf-8"))
+    # ASCII stays as it is (7bit); anything else goes base64, which cloud-init decodes.
+    document.attach(MIMEText(text, subtype, "us-ascii" if text.isascii() else "utf-8"))
+    document.attach(MIMEText(request_loop(port, duration_s), "x-shellscript", "us-ascii"))
     combined = document.as_string()
     if len(combined.encode()) > MAX_USER_DATA_BYTES:
         raise BadInput(

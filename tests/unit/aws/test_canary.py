@@ -471,6 +471,12 @@ def test_the_canary_calls_exactly_the_actions_it_declares(
     assert all(f"`{action}`" in documented for action in declared), "docs/aws.md lists them"
 
 
+def test_user_data_too_large_with_the_request_loop_is_refused() -> None:
+    near_limit = b"#cloud-config\n#" + b"x" * (16 * 1024 - 200) + b"\n"
+    with pytest.raises(BadInput, match="with the canary's request loop the user data is"):
+        canary_user_data(near_limit, 8000, 60)
+
+
 # --- what the canary asks AWS -----------------------------------------------------------
 
 
