@@ -17,6 +17,7 @@ from rich.markup import escape
 from bakery.artifacts import prepare_artifacts
 from bakery.aws import pipeline as aws_pipeline
 from bakery.aws.tasks import (
+    canary,
     enable_application_signals,
     iam,
     janitor,
@@ -56,7 +57,7 @@ from bakery.verify.suites import SuiteResult
 ITERABLE = ["role", "set"]
 exit_2_on_bad_options()
 # Release-side tasks live with the AWS code; listed here so `invoke --list` shows them.
-AWS_TASKS = (release, prune, janitor, iam, enable_application_signals, launch_template)
+AWS_TASKS = (release, prune, janitor, iam, enable_application_signals, launch_template, canary)
 
 
 def _render_all(

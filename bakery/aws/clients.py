@@ -92,7 +92,7 @@ def _session() -> boto3.session.Session:
     return session
 
 
-Service = Literal["ec2", "ssm", "application-signals"]
+Service = Literal["ec2", "ssm", "application-signals", "cloudwatch", "xray"]
 
 
 def aws_client(service: Service, region: str) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bakery.aws.appsignals import enable_application_signals as start_discovery
+from bakery.aws.canary import DEFAULT_TIMEOUT, run_canary
 from bakery.aws.iam import (
     DEFAULT_SECRET_PATH,
     iam_documents,
@@ -282,4 +284,75 @@ def launch_template(
         f"wrote {escape(output)}; create the template with:\n  aws ec2 create-launch-template "
         f"--region {cfg.aws.region} --launch-template-name {name} "
         f"--launch-template-data file://{escape(output)}"
+    )
+
+
+@task(
+    iterable=["set"],
+    help={
+        "role": "the role to prove: backend (the only one with an instrumented app)",
+        "environment": "the environment whose released AMI to prove, e.g. staging",
+        "user_data": "the role's launch-time user data (default: docs/examples/user-data/"
+        "ROLE.yaml); its DEPLOYMENT_ENVIRONMENT must be the environment",
+        "instance_id": "reuse this running instance of the released AMI (it sends its own "
+        "traffic; nothing is launched or terminated)",
+        "timeout": f"minutes to wait for the telemetry (default: "
+        f"{int(DEFAULT_TIMEOUT.total_seconds() // 60)})",
+        "config": COMMON_HELP["config"],
+        "set": COMMON_HELP["set"],
+    },
+)
+@exits_cleanly
+def canary(
+    c: Context,
+    role: str,
+    environment: str,
+    user_data: str | None = None,
+    instance_id: str | None = None,
+    timeout: str | None = None,
+    config: str | None = None,
+    set: list[str] | None = None,
+) -> None:
+    """Prove a release: telemetry from its AMI reaches Application Signals, CloudWatch, X-Ray."""
+    (cfg,) = load_configs([role], "aws", config, set)
+    if timeout is not None and not str(timeout).isdigit():
+        raise BadInput(f"--timeout {timeout}: give whole minutes, e.g. --timeout 20")
+    wait = timedelta(minutes=int(timeout)) if timeout is not None else DEFAULT_TIMEOUT
+    path = Path(user_data) if user_data else example_user_data(cfg.role)
+    content = b"" if instance_id else read_user_data(path)
+    result = run_canary(
+        cfg,
+        environment,
+        content,
+        instance_id=instance_id,
+        timeout=wait,
+        progress=lambda message: console.print(message, soft_wrap=True),
+    )
+    found = result.found
+    how = "launched, terminated" if result.launched else "reused"
+    console.print(
+        _table(
+            f"canary: {result.role} {result.environment} ({result.region})",
+            ["check", "found"],
+            [
+                ("AMI (released)", result.ami_id),
+                (
+                    "instance",
+                    f"{result.instance_id} ({how})",
+                ),
+                (
+                    "Application Signals service",
+                    f"{result.service} in {result.deployment_environment}",
+                ),
+                *(
+                    (f"ApplicationSignals {name}", f"{n} datapoints")
+                    for name, n in found.datapoints.items()
+                ),
+                ("X-Ray traces", str(found.traces)),
+                ("polls", str(result.polls)),
+            ],
+        )
+    )
+    console.print(
+        f"[green]telemetry arrived[/] for {result.service} in {result.deployment_environment}"
     )

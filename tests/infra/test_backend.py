@@ -91,7 +91,8 @@ def test_running_app_has_that_environment_and_the_launch_time_service(
     assert_application_signals_environment(environment)
     assert environment.get("OTEL_RESOURCE_ATTRIBUTES") == (
         f"service.name={expect['service_name']},"
-        f"deployment.environment={expect['deployment_environment']}"
+        f"deployment.environment={expect['deployment_environment']},"
+        f"aws.log.group.names={expect['log_group']}"
     )
 
 

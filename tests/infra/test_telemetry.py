@@ -22,6 +22,14 @@ ROLES = {"backend"}
 
 RECEIVED = "/opt/aws/amazon-cloudwatch-agent/var/testdouble/received"
 AGENT_LOG = "/opt/aws/amazon-cloudwatch-agent/logs/amazon-cloudwatch-agent.log"
+# Where the app's log lines go (the unit's StandardOutput), and how a request's line
+# reads: `... [trace_id=<32 hex> span_id=<16 hex>]: GET /health 200 0.4ms`.
+APP_LOG = "/var/log/bakery/fastapi-otel.log"
+REQUEST_LINE = re.compile(
+    r"\[trace_id=(?P<trace_id>[0-9a-f]{32}) span_id=(?P<span_id>[0-9a-f]{16})\]: "
+    r"(?P<method>[A-Z]+) (?P<path>\S+) (?P<status>\d{3}) "
+)
+NO_TRACE = "0" * 32
 # Spans leave the app every few seconds; metrics every OTEL_METRIC_EXPORT_INTERVAL
 # (the gate launches with 5000 ms; the default is a minute).
 ARRIVAL_TIMEOUT_S = 90
@@ -123,6 +131,34 @@ def test_application_signals_metrics_are_exported(
     )
     assert set(metrics) >= RED_METRICS, sorted(metrics)
     assert all(services == {expect["service_name"]} for services in metrics.values()), metrics
+
+
+def request_lines(host: Any) -> list[re.Match[str]]:
+    """The app log's request lines, parsed."""
+    lines = sudo_text(host, APP_LOG).splitlines()
+    return [match for line in lines if (match := REQUEST_LINE.search(line))]
+
+
+@pytest.mark.usefixtures("traffic")
+def test_request_log_lines_carry_a_trace_id(host: Any) -> None:
+    # Log correlation on: a line written inside a request names that request's trace.
+    method, path = OPERATION.split(" ", 1)
+    lines = [m for m in request_lines(host) if (m["method"], m["path"]) == (method, path)]
+    assert lines, f"no {OPERATION} line in {APP_LOG}"
+    assert all(m["trace_id"] != NO_TRACE for m in lines), [m.group(0) for m in lines]
+
+
+@pytest.mark.usefixtures("double_only", "traffic")
+def test_the_trace_of_a_request_is_found_in_the_app_log(host: Any, tmp_path: Path) -> None:
+    # The trace ids the agent received for the operation's server spans (sampled
+    # requests only: the X-Ray sampler drops some) are the ones on the app's lines.
+    spans = poll(
+        lambda: server_spans(received(host, "traces", tmp_path), OPERATION), ARRIVAL_TIMEOUT_S
+    )
+    assert spans, f"no {OPERATION} span reached the agent within {ARRIVAL_TIMEOUT_S}s"
+    exported = {span.trace_id.hex() for _, span in spans}
+    logged = {m["trace_id"] for m in request_lines(host)}
+    assert exported <= logged, sorted(exported - logged)
 
 
 def test_real_agent_log_shows_no_errors_since_boot(

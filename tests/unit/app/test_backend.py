@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -42,6 +44,66 @@ def add_user(client: TestClient, name: str, email: str) -> dict[str, object]:
     assert response.status_code == 201, response.text
     body: dict[str, object] = response.json()
     return body
+
+
+@pytest.fixture
+def app_log() -> Iterator[io.StringIO]:
+    """What the app logs, in the format of its log file."""
+    stream = io.StringIO()
+    handler = main.log_handler(stream)
+    logging.getLogger().addHandler(handler)
+    try:
+        yield stream
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+# --- log lines and their trace ids ----------------------------------------------------
+
+
+def test_each_request_is_logged_once_with_method_path_and_status(
+    client: TestClient, app_log: io.StringIO
+) -> None:
+    client.get("/health")
+    client.get("/users/12345")
+    lines = [line for line in app_log.getvalue().splitlines() if " backend " in line]
+    assert [line.split("]: ", 1)[1].rsplit(" ", 1)[0] for line in lines] == [
+        "GET /health 200",
+        "GET /users/12345 404",
+    ]
+
+
+def test_log_lines_read_trace_id_0_when_the_app_runs_uninstrumented(
+    client: TestClient, app_log: io.StringIO
+) -> None:
+    client.get("/health")
+    assert "[trace_id=0 span_id=0]: GET /health 200" in app_log.getvalue()
+
+
+def test_log_lines_carry_the_trace_context_the_logging_instrumentation_sets(
+    app_log: io.StringIO,
+) -> None:
+    # opentelemetry-instrumentation-logging (OTEL_PYTHON_LOG_CORRELATION=true) sets these
+    # attributes on every record; the format prints them where the gate looks for them.
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    main.log.info("hello", extra={"otelTraceID": trace_id, "otelSpanID": span_id})
+    assert f"[trace_id={trace_id} span_id={span_id}]: hello" in app_log.getvalue()
+
+
+def test_configure_logging_replaces_plain_stream_handlers_and_keeps_others() -> None:
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    plain = logging.StreamHandler(io.StringIO())  # as the instrumentation's basicConfig adds
+    other = logging.NullHandler()  # stands for OpenTelemetry's LoggingHandler
+    try:
+        root.handlers = [plain, other]
+        main.configure_logging()
+        assert plain not in root.handlers
+        assert other in root.handlers
+        [ours] = [h for h in root.handlers if isinstance(h, logging.StreamHandler)]
+        assert ours.formatter is not None and ours.formatter._fmt == main.LOG_FORMAT
+    finally:
+        root.handlers = saved
 
 
 # --- status and probes -------------------------------------------------------------

@@ -20,7 +20,7 @@ GITHUB_DIR = REPO_ROOT / ".github"
 WORKFLOW = GITHUB_DIR / "workflows" / "images.yml"
 SCRIPTS = GITHUB_DIR / "scripts"
 ROLES = ["backend", "frontend", "database"]
-AWS_JOBS = ("bake", "production", "cleanup")
+AWS_JOBS = ("bake", "canary", "production", "cleanup")
 ON_MAIN_ONLY = ("github.event_name != 'pull_request'", "github.ref == 'refs/heads/main'")
 CREDENTIALS_ACTION = "aws-actions/configure-aws-credentials"
 # owner/repo[/path]@<40 hex> # vX.Y.Z
@@ -232,6 +232,15 @@ def test_production_waits_for_approval_in_its_environment(workflow: dict[str, An
     # it promotes the AMI staging got, read from the bake job's record, not "the newest"
     assert uses(production, "actions/download-artifact")[0]["with"]["name"] == (
         "records-${{ matrix.role }}"
+    )
+
+
+def test_canary_is_optional_and_proves_staging_after_the_bake(workflow: dict[str, Any]) -> None:
+    canary = workflow["jobs"]["canary"]
+    assert canary["needs"] == "bake"
+    assert canary["if"].startswith("vars.BAKERY_CANARY == 'true' && ")
+    assert runs(canary)[-1] == (
+        ".github/scripts/bakery-aws canary --role backend --environment staging"
     )
 
 

@@ -233,6 +233,7 @@ def collected_infra_checks(outcome: Outcome) -> None:
 
 E2E = "tests/unit/aws/test_end_to_end.py::test_packer_build_release_copy_share_prune"
 LAUNCH_TESTS = "tests/unit/aws/test_launch.py::"
+CANARY_TESTS = "tests/unit/aws/test_canary.py::"
 BAKERY_AWS = Test(
     "tests/unit/ci/test_workflow.py::test_bakery_aws_layers_the_account_settings_over_config"
 )
@@ -395,6 +396,19 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
     ),
     "invoke launch-template --role R -e E": (
         Test(LAUNCH_TESTS + "test_launch_template_task_prints_the_template_data"),
+    ),
+    # EC2 and SSM on moto; Application Signals, CloudWatch and X-Ray through Stubber.
+    "invoke canary --role backend -e staging": (
+        Test(CANARY_TESTS + "test_canary_task_launches_checks_and_prints_what_it_found"),
+    ),
+    "invoke canary --role backend -e staging --instance-id i-0123456789abcdef0": (
+        Test(CANARY_TESTS + "test_canary_task_reuses_a_running_instance"),
+    ),
+    ".github/scripts/bakery-aws canary --role backend --environment staging": (
+        Workflow(
+            "canary", ".github/scripts/bakery-aws canary --role backend --environment staging"
+        ),
+        Test(CANARY_TESTS + "test_canary_task_launches_checks_and_prints_what_it_found"),
     ),
     # No application-signals service in moto: botocore's Stubber answers.
     "invoke enable-application-signals": (

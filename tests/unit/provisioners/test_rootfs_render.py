@@ -108,6 +108,15 @@ def test_no_secret_is_baked(render_stage: Render, role: str) -> None:
             assert "IDENTIFIED BY '" not in text, path
 
 
+def test_fastapi_unit_turns_on_trace_to_log_correlation(render_stage: Render) -> None:
+    unit = render_stage("backend") / "rootfs" / UNIT_DIR / "fastapi-otel.service"
+    assert "OTEL_PYTHON_LOG_CORRELATION=true" in unit_lines(unit, "Environment")
+    [exec_start] = unit_lines(unit, "ExecStart")
+    # The log group the agent ships the app's log to (LOG_GROUP_NAME, baked in
+    # defaults.env or set at launch) is the one the resource names.
+    assert ',aws.log.group.names=${LOG_GROUP_NAME}"' in exec_start
+
+
 def test_fastapi_unit_runs_the_instrumented_app(render_stage: Render) -> None:
     cfg = load_config("backend", "aws")
     unit = render_stage("backend") / "rootfs" / UNIT_DIR / "fastapi-otel.service"
@@ -117,13 +126,13 @@ def test_fastapi_unit_runs_the_instrumented_app(render_stage: Render) -> None:
     [exec_start] = unit_lines(unit, "ExecStart")
     assert exec_start.startswith(
         '/usr/bin/env "OTEL_RESOURCE_ATTRIBUTES=service.name=${SERVICE_NAME},'
-        'deployment.environment=${DEPLOYMENT_ENVIRONMENT}" '
+        'deployment.environment=${DEPLOYMENT_ENVIRONMENT},aws.log.group.names=${LOG_GROUP_NAME}" '
     )
     assert f"{cfg.app.dir}/venv/bin/opentelemetry-instrument {cfg.app.dir}/venv/bin/uvicorn" in (
         exec_start
     )
     assert f"--port {cfg.app.port}" in exec_start
-    assert exec_start.endswith("--workers 1")
+    assert exec_start.endswith("--workers 1 --no-access-log")
     assert "--reload" not in text
     assert unit_lines(unit, "User") == [cfg.app.user]
     assert unit_lines(unit, "WorkingDirectory") == [cfg.app.dir]
