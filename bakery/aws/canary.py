@@ -141,7 +141,7 @@ def reported_identity(cfg: BakeryConfig, user_data: bytes) -> tuple[str, str]:
     settings = launch_settings(user_data)
     return (
         settings.get("SERVICE_NAME") or cfg.service.name,
-        settings.get("DEPLOYMENT_ENVIRONMENT") or cfg.service.environment,
+        settings.get("DEPLOYMENT_ENVIRONMENT") or cfg.service.deployment_environment,
     )
 
 

@@ -21,7 +21,7 @@ import boto3
 import pytest
 from botocore.client import BaseClient
 from botocore.stub import ANY, Stubber
-from invoke import Context
+from invoke import Config, Context
 
 from bakery.aws import canary as canary_module
 from bakery.aws import tags, tasks
@@ -367,7 +367,7 @@ def test_canary_task_launches_checks_and_prints_what_it_found(
     monkeypatch.setattr(canary_module, "telemetry_clients", stubs.factory)
     stubs.everything()
 
-    tasks.canary(Context(), role="backend", environment="staging")
+    tasks.canary(Context(Config(lazy=True)), role="backend", environment="staging")
 
     _, err = capsys.readouterr()
     assert "poll 1: service listed; datapoints: Latency 3, Error 3, Fault 3; traces: 2" in err
@@ -390,7 +390,7 @@ def test_canary_task_reuses_a_running_instance(
     )["Instances"][0]["InstanceId"]
     stubs.everything()
 
-    tasks.canary(Context(), role="backend", environment="staging", instance_id=instance)
+    tasks.canary(Context(Config(lazy=True)), role="backend", environment="staging", instance_id=instance)
 
     _, err = capsys.readouterr()
     assert f"{instance} (reused)" in err
@@ -400,7 +400,7 @@ def test_canary_task_reuses_a_running_instance(
 
 def test_canary_task_with_a_bad_timeout_exits_2(aws: None) -> None:
     with pytest.raises(SystemExit) as exited:
-        tasks.canary(Context(), role="backend", environment="staging", timeout="soon")
+        tasks.canary(Context(Config(lazy=True)), role="backend", environment="staging", timeout="soon")
     assert exited.value.code == 2
 
 
