@@ -130,6 +130,7 @@ def run_packer(
     *,
     on_line: Callable[[str], None] | None = None,
     on_start: Callable[[subprocess.Popen[str]], None] | None = None,
+    on_interrupt: Callable[[], None] | None = None,
     stop_grace_s: float | None = None,
 ) -> str:
     """Run one Packer command in `cwd` for every caller (build, validate, fmt); its output.
@@ -137,7 +138,8 @@ def run_packer(
     Each line goes to `log_path` (when given) and to `on_line`. Packer runs in its own
     session, so a terminal's Ctrl-C reaches only bakery, which forwards one SIGINT
     (see `stop_packer`) and waits for Packer's clean-up. `on_start` is told the
-    process, so a caller running several Packers from threads can stop each of them.
+    process, so a caller running several Packers from threads can stop each of them;
+    `on_interrupt` is told when bakery starts waiting for an interrupted Packer.
     A non-zero exit raises OperationFailed with the output's tail and the log's path.
     """
     output: list[str] = []
@@ -167,6 +169,8 @@ def run_packer(
                     on_line(line.rstrip("\n"))
             code = process.wait()
         except BaseException:
+            if on_interrupt is not None and process.poll() is None:
+                on_interrupt()
             stop_packer(process, stop_grace_s)
             raise
     if code != 0:

@@ -59,7 +59,16 @@ PackerRunner = Callable[[list[str], Path, Path], None]
 def stream_packer(args: list[str], cwd: Path, log_path: Path) -> None:
     """The shared Packer runner, its output shown as it comes (an AWS build is long and
     Packer says what it waits for)."""
-    run_packer(args, cwd, log_path, on_line=installed_progress().output)
+    progress = installed_progress()
+    run_packer(
+        args,
+        cwd,
+        log_path,
+        on_line=progress.output,
+        on_interrupt=lambda: progress.line(
+            "interrupted: waiting for Packer to remove what it created…"
+        ),
+    )
 
 
 def this_run_artifact(manifest: Path, earlier: set[str], region: str) -> tuple[str, str]:

@@ -64,6 +64,14 @@ def test_ctrl_c_is_forwarded_and_packer_may_clean_up(
     def interrupt(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
 
+    told: list[str] = []
     with pytest.raises(KeyboardInterrupt):
-        packer.run_packer(["build", "."], tmp_path, tmp_path / "packer.log", on_line=interrupt)
+        packer.run_packer(
+            ["build", "."],
+            tmp_path,
+            tmp_path / "packer.log",
+            on_line=interrupt,
+            on_interrupt=lambda: told.append("waiting for Packer"),
+        )
     assert marker.exists()
+    assert told == ["waiting for Packer"]  # the user is told why bakery does not exit yet
