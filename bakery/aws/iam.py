@@ -13,7 +13,8 @@
   configured regions, to bakery's tags and to the SSM prefix where IAM allows.
   Destructive and sharing actions reach only resources bakery tagged; tags can be put
   on an instance, volume, group or key pair only as it is created (`ec2:CreateAction`),
-  so nothing can be tagged into bakery's reach and then terminated.
+  so nothing can be tagged into bakery's reach and then terminated. Groups and key
+  pairs are bakery's own, made tagged (build_access.py, verify.py), never Packer's.
 
 `invoke iam` writes them under iam/; the unit tests check them with parliament and
 cloudsplaining, and evaluate every recorded call against them with principalmapper.
@@ -47,8 +48,6 @@ APPLICATION_SIGNALS_CHANNEL = "aws-service-channel/application-signals/*"
 APPLICATION_SIGNALS_ROLES = ("backend",)
 # The roles whose boot reads the database password from SSM (DB_PASSWORD_SSM_PARAMETER).
 SECRET_READING_ROLES = ("backend", "database")
-# Names Packer 1.6's amazon-ebs gives its temporary key pairs (untagged).
-PACKER_KEY_PAIR_NAMES = "packer_*"
 
 
 def instance_role_name(role: str) -> str:
@@ -245,7 +244,6 @@ def pipeline_policy(configs: Sequence[BakeryConfig]) -> Policy:
                     "ec2:CreateAction": [
                         "CopyImage",
                         "CreateImage",
-                        "CreateKeyPair",
                         "CreateSecurityGroup",
                         "ImportKeyPair",
                         "RunInstances",
@@ -311,21 +309,26 @@ def pipeline_policy(configs: Sequence[BakeryConfig]) -> Policy:
             Effect="Deny",
             Condition={"StringEquals": {"ec2:Add/group": "all"}},
         ),
+        # bakery makes the build's and the test instance's key pair and group itself
+        # (build_access.py, verify.py), tagged as they are created; Packer is handed them
+        # and makes none. So each is made with bakery's purpose tag, and changed or
+        # deleted only while it carries it.
         _statement(
             "MakeKeysAndGroups",
-            ["ec2:CreateKeyPair", "ec2:CreateSecurityGroup", "ec2:ImportKeyPair"],
+            ["ec2:CreateSecurityGroup", "ec2:ImportKeyPair"],
             ec2("key-pair/*", "security-group/*", "vpc/*"),
         ),
-        # Key pairs are named in their ARN: bakery's own and Packer's temporary ones.
         _statement(
-            "DeleteOwnKeyPairs",
-            ["ec2:DeleteKeyPair"],
-            ec2("key-pair/bakery-*", f"key-pair/{PACKER_KEY_PAIR_NAMES}"),
+            "MakeOnlyTaggedKeysAndGroups",
+            ["ec2:CreateSecurityGroup", "ec2:ImportKeyPair"],
+            ec2("key-pair/*", "security-group/*"),
+            Effect="Deny",
+            Condition={"StringNotEquals": {f"aws:RequestTag/{tags.PURPOSE}": purposes}},
         ),
         _statement(
-            "OwnSecurityGroups",
-            ["ec2:AuthorizeSecurityGroupIngress", "ec2:DeleteSecurityGroup"],
-            ec2("security-group/*"),
+            "OwnKeysAndGroups",
+            ["ec2:AuthorizeSecurityGroupIngress", "ec2:DeleteKeyPair", "ec2:DeleteSecurityGroup"],
+            ec2("key-pair/*", "security-group/*"),
             Condition=bakery_made,
         ),
         _statement(
@@ -380,17 +383,6 @@ def pipeline_policy(configs: Sequence[BakeryConfig]) -> Policy:
         ),
         _statement("ApplicationSignalsLinkedRoleLookup", ["iam:GetRole"], _linked_role_arn()),
     ]
-    if any(cfg.aws.security_group_id is None for cfg in configs):
-        # Without aws.security_group_id Packer 1.6 makes, opens and deletes its own
-        # untagged group. Known gap (docs/aws.md): set aws.security_group_id to drop it.
-        statements.append(
-            _statement(
-                "PackerTemporarySecurityGroup",
-                ["ec2:AuthorizeSecurityGroupIngress", "ec2:DeleteSecurityGroup"],
-                ec2("security-group/*"),
-                Condition={"Null": {f"aws:ResourceTag/{tags.PURPOSE}": "true"}},
-            )
-        )
     if profiles:
         # The role behind each instance profile (bakery expects them to share a name).
         statements.append(
