@@ -137,6 +137,24 @@ def test_packer_makes_no_key_pair_or_security_group_of_its_own(
     }
 
 
+@pytest.mark.skipif(shutil.which("packer") is None, reason="needs packer 1.6.x (as the e2e test)")
+def test_packer_encrypts_its_launch_volume_and_images_it_without_an_intermediate_ami(
+    recorded_calls: list[dict[str, Any]],
+) -> None:
+    """With encryption on (the e2e run names a KMS key), the build instance's volume is
+    encrypted as launched and CreateImage makes the AMI: no CopyImage, and nothing
+    deregistered or deleted by Packer."""
+    packer = [call for call in recorded_calls if call["origin"] == "packer"]
+    launches = [call["parameters"] for call in packer if call["action"] == "RunInstances"]
+    assert launches
+    for launch in launches:
+        assert launch["BlockDeviceMapping.1.Ebs.Encrypted"] == "true"
+        assert launch["BlockDeviceMapping.1.Ebs.KmsKeyId"] == "alias/bakery-images"
+    actions = [call["action"] for call in packer]
+    assert actions.count("CreateImage") == len(launches)
+    assert not {"CopyImage", "DeregisterImage", "DeleteSnapshot"} & set(actions)
+
+
 def test_every_call_bakery_and_packer_make_is_allowed_by_the_pipeline_policy(
     recorded_calls: list[dict[str, Any]],
 ) -> None:
