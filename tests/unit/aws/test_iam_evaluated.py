@@ -155,6 +155,22 @@ def test_packer_encrypts_its_launch_volume_and_images_it_without_an_intermediate
     assert not {"CopyImage", "DeregisterImage", "DeleteSnapshot"} & set(actions)
 
 
+def test_bakerys_copies_are_tagged_as_bakerys_as_they_are_made(
+    recorded_calls: list[dict[str, Any]],
+) -> None:
+    copies = [
+        call
+        for call in ours(recorded_calls)
+        if call["action"] in ("CopyImage", "CreateImage") and call["origin"] == "bakery"
+    ]
+    assert copies
+    for call in copies:
+        tag_on_create = [r for r in requests_for(call) if r.action == "ec2:CreateTags"]
+        kinds = {_resource_type(r.resource) for r in tag_on_create}
+        assert kinds == {"image", "snapshot"}, call["parameters"]
+        assert all(r.context["aws:RequestTag/bakery:role"] == "backend" for r in tag_on_create)
+
+
 def test_every_call_bakery_and_packer_make_is_allowed_by_the_pipeline_policy(
     recorded_calls: list[dict[str, Any]],
 ) -> None:
@@ -337,6 +353,21 @@ DENIED = {
         "i-0f0e0d0c0b0a09080",
         resource_tags({"bakery:purpose": "test-instance"}),
     ),
+    "claim someone's untagged AMI with a bare bakery:role": _ec2(
+        "CreateTags",
+        "image",
+        "ami-0f0e0d0c0b0a09080",
+        {**_NOT_OURS, **request_tags({"bakery:role": "backend"})},
+    ),
+    "copy an AMI without tagging the copy as bakery's": _ec2(
+        "CopyImage", "image", "ami-0f0e0d0c0b0a09080", resource_tags({"bakery:role": "backend"})
+    ),
+    "tag an AMI as it is copied, but not as one of bakery's roles": _ec2(
+        "CreateTags",
+        "image",
+        "*",
+        {**request_tags({"team": "payments"}), "ec2:CreateAction": "CopyImage"},
+    ),
     "share someone's AMI": _ec2(
         "ModifyImageAttribute", "image", "ami-0f0e0d0c0b0a09080", _NOT_OURS
     ),
@@ -435,12 +466,18 @@ _GAP = pytest.mark.xfail(
     [
         _ec2("DeregisterImage", "image", "ami-0f0e0d0c0b0a09080", _NOT_OURS),
         _ec2("DeleteSnapshot", "snapshot", "snap-0f0e0d0c0b0a09080", _NOT_OURS),
-        # Claiming an AMI (its first bakery:role), after which it can be shared.
+        # Claiming an AMI with the first tags of a built image (Packer 1.6 tags its AMI
+        # only after CreateImage), after which it can be shared.
         _ec2(
             "CreateTags",
             "image",
             "ami-0f0e0d0c0b0a09080",
-            {**_NOT_OURS, **request_tags({"bakery:role": "backend"})},
+            {
+                **_NOT_OURS,
+                **request_tags(
+                    {"bakery:role": "backend", "bakery:status": "built", "bakery:run-id": "x"}
+                ),
+            },
         ),
     ],
     ids=str,
@@ -478,7 +515,7 @@ _USES_WITHOUT_CHANGING = {
         "volume",
         "network-interface",
     },
-    "ec2:CopyImage": {"image", "snapshot"},
+    "ec2:CopyImage": {"snapshot"},
     "ec2:CreateImage": {"image", "snapshot"},
     "ec2:CreateSecurityGroup": {"vpc"},
     "application-signals:StartDiscovery": {"*"},
