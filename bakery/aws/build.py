@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bakery.aws import tags
+from bakery.aws.build_access import open_build_access
 from bakery.aws.clients import aws_errors, ec2_client
 from bakery.aws.images import (
     delete_image,
@@ -280,6 +281,7 @@ def build_on_aws(
     packer: PackerRunner = stream_packer,
     records_dir: Path = RECORDS_DIR,
     clock: Callable[[], datetime] = tags.utc_now,
+    ingress_cidr: str | None = None,
 ) -> ImageRecord:
     """Build one role's AMI with Packer and make it complete, or leave nothing behind."""
     if rendered.target != "aws" or rendered.role != cfg.role:
@@ -294,14 +296,17 @@ def build_on_aws(
     inputs = inputs or run_inputs(rendered, source["ImageId"])
     run_id = new_run_id()
     directory = rendered.directory
-    var_file = write_var_file(
-        directory / VAR_FILE,
-        {"inputs_hash": inputs.inputs_hash, "git_commit": inputs.git_commit, "run_id": run_id},
-    )
     manifest = directory / MANIFEST
     earlier = manifest_run_uuids(manifest)
     log_path = directory / PACKER_LOG
     named_before = images_named_like_run(ec2, cfg, inputs.inputs_hash)
+    # Last before the try below, whose `finally` removes it.
+    access = open_build_access(ec2, cfg, run_id, ingress_cidr, clock())
+    var_file = write_var_file(
+        directory / VAR_FILE,
+        {"inputs_hash": inputs.inputs_hash, "git_commit": inputs.git_commit, "run_id": run_id}
+        | access.packer_variables(),
+    )
     say(f"building {cfg.role} in {region} from {source['ImageId']} ({source.get('Name', '')})")
     say(f"run id {run_id}: tagged {tags.RUN_ID} on what this run creates")
     try:
@@ -318,6 +323,8 @@ def build_on_aws(
     except BaseException:
         _clean_up_after_failure(ec2, cfg, run_id, inputs.inputs_hash, named_before)
         raise
+    finally:
+        access.remove()
     record = ImageRecord(
         role=cfg.role,
         os=cfg.os,

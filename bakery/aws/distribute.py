@@ -95,6 +95,14 @@ def _start_copy(ec2: EC2Client, cfg: BakeryConfig, image: ImageTypeDef, region: 
         "Name": image.get("Name", image["ImageId"]),
         "Description": f"bakery {cfg.role} image, copy of {image['ImageId']} in {cfg.aws.region}",
         "Encrypted": True,
+        # Tagged as it is made (ec2:CreateAction=CopyImage): never an untagged AMI.
+        "TagSpecifications": [
+            {
+                "ResourceType": kind,
+                "Tags": tags.as_list({tags.COPIED_FROM: image["ImageId"], tags.ROLE: cfg.role}),
+            }
+            for kind in ("image", "snapshot")
+        ],
     }
     key = kms_key_for(cfg, region)
     if key:

@@ -13,7 +13,8 @@
   configured regions, to bakery's tags and to the SSM prefix where IAM allows.
   Destructive and sharing actions reach only resources bakery tagged; tags can be put
   on an instance, volume, group or key pair only as it is created (`ec2:CreateAction`),
-  so nothing can be tagged into bakery's reach and then terminated.
+  so nothing can be tagged into bakery's reach and then terminated. Groups and key
+  pairs are bakery's own, made tagged (build_access.py, verify.py), never Packer's.
 
 `invoke iam` writes them under iam/; the unit tests check them with parliament and
 cloudsplaining, and evaluate every recorded call against them with principalmapper.
@@ -47,8 +48,6 @@ APPLICATION_SIGNALS_CHANNEL = "aws-service-channel/application-signals/*"
 APPLICATION_SIGNALS_ROLES = ("backend",)
 # The roles whose boot reads the database password from SSM (DB_PASSWORD_SSM_PARAMETER).
 SECRET_READING_ROLES = ("backend", "database")
-# Names Packer 1.6's amazon-ebs gives its temporary key pairs (untagged).
-PACKER_KEY_PAIR_NAMES = "packer_*"
 
 
 def instance_role_name(role: str) -> str:
@@ -237,19 +236,22 @@ def pipeline_policy(configs: Sequence[BakeryConfig]) -> Policy:
         _statement(
             "TagWhatIsCreated",
             ["ec2:CreateTags"],
-            ec2(
-                "instance/*", "key-pair/*", "security-group/*", "volume/*", "image/*", "snapshot/*"
-            ),
+            ec2("instance/*", "key-pair/*", "security-group/*", "volume/*"),
             Condition={
                 "StringEquals": {
-                    "ec2:CreateAction": [
-                        "CopyImage",
-                        "CreateImage",
-                        "CreateKeyPair",
-                        "CreateSecurityGroup",
-                        "ImportKeyPair",
-                        "RunInstances",
-                    ]
+                    "ec2:CreateAction": ["CreateSecurityGroup", "ImportKeyPair", "RunInstances"]
+                }
+            },
+        ),
+        # An AMI or snapshot tagged as it is made is tagged as one of bakery's roles.
+        _statement(
+            "TagImagesAsTheyAreMade",
+            ["ec2:CreateTags"],
+            ec2("image/*", "snapshot/*"),
+            Condition={
+                "StringEquals": {
+                    "ec2:CreateAction": ["CopyImage", "CreateImage"],
+                    f"aws:RequestTag/{tags.ROLE}": roles,
                 }
             },
         ),
@@ -260,6 +262,14 @@ def pipeline_policy(configs: Sequence[BakeryConfig]) -> Policy:
             ec2("image/*", "instance/*", "snapshot/*"),
         ),
         _statement("CopyImages", ["ec2:CopyImage"], ec2("image/*", "snapshot/*")),
+        # bakery's copies are tagged as they are made (distribute.py): none is untagged.
+        _statement(
+            "CopiesOnlyTaggedAsBakerys",
+            ["ec2:CopyImage"],
+            ec2("image/*"),
+            Effect="Deny",
+            Condition={"StringNotEquals": {f"aws:RequestTag/{tags.ROLE}": roles}},
+        ),
         _statement(
             "ImagesOnlyFromBuildInstances",
             ["ec2:CreateImage"],
@@ -282,20 +292,28 @@ def pipeline_policy(configs: Sequence[BakeryConfig]) -> Policy:
             ec2("image/*", "snapshot/*"),
             Condition=bakery_image,
         ),
-        # Packer and CopyImage tag an AMI and its snapshots only after making them: the
-        # first tags must name one of bakery's roles.
+        # Packer 1.6's CreateImage carries no tags: it tags the AMI and its snapshots once
+        # the AMI is available. Those first tags are a built image's: one of bakery's
+        # roles, status built and a run id (the template's `tags`/`snapshot_tags`, and
+        # bakery's re-tag). Known gap (docs/aws.md): a request with those tags can still
+        # claim another untagged AMI.
         _statement(
             "TagNewImagesAsBakerys",
             ["ec2:CreateTags"],
             ec2("image/*", "snapshot/*"),
             Condition={
-                **no_bakery_role,
-                "StringEquals": {f"aws:RequestTag/{tags.ROLE}": roles},
+                "Null": {
+                    f"aws:ResourceTag/{tags.ROLE}": "true",
+                    f"aws:RequestTag/{tags.RUN_ID}": "false",
+                },
+                "StringEquals": {
+                    f"aws:RequestTag/{tags.ROLE}": roles,
+                    f"aws:RequestTag/{tags.STATUS}": [tags.BUILT],
+                },
             },
         ),
-        # Packer's encrypt_boot deregisters the unencrypted AMI it copied from, and a
-        # build stopped before Packer tagged its AMI leaves it untagged: neither carries
-        # bakery:role yet. Known gap (docs/aws.md): IAM cannot tell these from other
+        # A build stopped before Packer tagged its AMI leaves it untagged, and bakery's
+        # clean-up removes it. Known gap (docs/aws.md): IAM cannot tell it from other
         # untagged AMIs.
         _statement(
             "RemoveUntaggedBuildImages",
@@ -311,21 +329,26 @@ def pipeline_policy(configs: Sequence[BakeryConfig]) -> Policy:
             Effect="Deny",
             Condition={"StringEquals": {"ec2:Add/group": "all"}},
         ),
+        # bakery makes the build's and the test instance's key pair and group itself
+        # (build_access.py, verify.py), tagged as they are created; Packer is handed them
+        # and makes none. So each is made with bakery's purpose tag, and changed or
+        # deleted only while it carries it.
         _statement(
             "MakeKeysAndGroups",
-            ["ec2:CreateKeyPair", "ec2:CreateSecurityGroup", "ec2:ImportKeyPair"],
+            ["ec2:CreateSecurityGroup", "ec2:ImportKeyPair"],
             ec2("key-pair/*", "security-group/*", "vpc/*"),
         ),
-        # Key pairs are named in their ARN: bakery's own and Packer's temporary ones.
         _statement(
-            "DeleteOwnKeyPairs",
-            ["ec2:DeleteKeyPair"],
-            ec2("key-pair/bakery-*", f"key-pair/{PACKER_KEY_PAIR_NAMES}"),
+            "MakeOnlyTaggedKeysAndGroups",
+            ["ec2:CreateSecurityGroup", "ec2:ImportKeyPair"],
+            ec2("key-pair/*", "security-group/*"),
+            Effect="Deny",
+            Condition={"StringNotEquals": {f"aws:RequestTag/{tags.PURPOSE}": purposes}},
         ),
         _statement(
-            "OwnSecurityGroups",
-            ["ec2:AuthorizeSecurityGroupIngress", "ec2:DeleteSecurityGroup"],
-            ec2("security-group/*"),
+            "OwnKeysAndGroups",
+            ["ec2:AuthorizeSecurityGroupIngress", "ec2:DeleteKeyPair", "ec2:DeleteSecurityGroup"],
+            ec2("key-pair/*", "security-group/*"),
             Condition=bakery_made,
         ),
         _statement(
@@ -380,17 +403,6 @@ def pipeline_policy(configs: Sequence[BakeryConfig]) -> Policy:
         ),
         _statement("ApplicationSignalsLinkedRoleLookup", ["iam:GetRole"], _linked_role_arn()),
     ]
-    if any(cfg.aws.security_group_id is None for cfg in configs):
-        # Without aws.security_group_id Packer 1.6 makes, opens and deletes its own
-        # untagged group. Known gap (docs/aws.md): set aws.security_group_id to drop it.
-        statements.append(
-            _statement(
-                "PackerTemporarySecurityGroup",
-                ["ec2:AuthorizeSecurityGroupIngress", "ec2:DeleteSecurityGroup"],
-                ec2("security-group/*"),
-                Condition={"Null": {f"aws:ResourceTag/{tags.PURPOSE}": "true"}},
-            )
-        )
     if profiles:
         # The role behind each instance profile (bakery expects them to share a name).
         statements.append(

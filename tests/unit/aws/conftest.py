@@ -26,10 +26,29 @@ import boto3  # noqa: E402
 import pytest  # noqa: E402
 from moto import mock_aws  # noqa: E402
 from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
+from moto.core.responses import ActionResult  # noqa: E402
+from moto.ec2.responses.amis import AmisResponse  # noqa: E402
 
 from bakery.aws import tags  # noqa: E402
 from bakery.config import BakeryConfig, load_config  # noqa: E402
 from bakery.verify.suites import SuiteResult  # noqa: E402
+
+_MOTO_COPY_IMAGE = AmisResponse.copy_image
+
+
+def _copy_image_tagging_as_ec2_does(self: AmisResponse) -> ActionResult:
+    """moto 5.2 ignores CopyImage's TagSpecifications; EC2 tags the new AMI and its
+    snapshots with them as it makes them (what IAM's ec2:CreateAction=CopyImage checks)."""
+    result = _MOTO_COPY_IMAGE(self)
+    image_id = result.result["ImageId"]  # type: ignore[index]
+    image = self.ec2_backend.amis[image_id]
+    for spec in self._get_param("TagSpecifications", []):
+        ids = {"image": [image_id], "snapshot": [image.ebs_snapshot.id]}[spec["ResourceType"]]
+        self.ec2_backend.create_tags(ids, {t["Key"]: t["Value"] for t in spec.get("Tags", [])})
+    return result
+
+
+AmisResponse.copy_image = _copy_image_tagging_as_ec2_does  # type: ignore[method-assign]
 
 REGION = "us-east-1"
 OTHER_REGION = "eu-west-1"

@@ -219,15 +219,16 @@ def requests_for(record: dict[str, Any]) -> list[Request]:
                 else {"aws:TagKeys": sorted(changed)}
             )
             return [existing(name, extra) for name in _numbered(parameters, "ResourceId")]
-        case "CreateImage":
-            return [on("instance", parameters["InstanceId"]), new("image"), new("snapshot")]
-        case "CopyImage":
-            source = parameters["SourceImageId"]
-            return [
-                on("image", source, in_region=parameters.get("SourceRegion", region)),
-                new("image"),
-                new("snapshot"),
-            ]
+        case "CreateImage" | "CopyImage":
+            # The request's tags are in the context of every resource it names.
+            asked = request_tags(specs.get("image", {}) | specs.get("snapshot", {}))
+            if action == "CreateImage":
+                made = [on("instance", parameters["InstanceId"], asked)]
+            else:
+                source_region = parameters.get("SourceRegion", region)
+                made = [on("image", parameters["SourceImageId"], asked, in_region=source_region)]
+            made += [new("image", specs.get("image")), new("snapshot", specs.get("snapshot"))]
+            return made + [tag_on_create(kind, tags) for kind, tags in specs.items()]
         case "RunInstances":
             made = [on("image", parameters["ImageId"]), new("snapshot")]
             made.append(new("instance", specs.get("instance", {})))

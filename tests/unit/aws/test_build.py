@@ -42,6 +42,7 @@ from .conftest import (
 
 INPUTS = RunInputs("feedfacecafebeef", "abc123def456")
 NAME_TIME = "20300115120000"  # Packer's build time, in the AMI name
+RUNNER_ADDRESS = "198.51.100.4"
 PACKER = PackerVersion(1, 6, 6)
 
 
@@ -61,15 +62,30 @@ def run_id_in(var_file: Path) -> str:
     return found.group(1)
 
 
-def launch_build_instance(ec2: Any, run_id: str) -> str:
-    """A build instance as Packer's run_tags leave it."""
+def packer_variable(var_file: Path, name: str) -> str:
+    """A string variable bakery passed to Packer, read as Packer would from the var file."""
+    found = re.search(rf'^{name}\s*=\s*"([^"]*)"$', var_file.read_text(), re.M)
+    assert found, f"no {name} in {var_file}"
+    return found.group(1)
+
+
+def launch_build_instance(ec2: Any, run_id: str, var_file: Path | None = None) -> str:
+    """A build instance as Packer's run_tags leave it, with the key pair and group
+    bakery handed Packer in the var file (if given)."""
     build_tags = {tags.ROLE: "backend", tags.PURPOSE: "build", tags.RUN_ID: run_id}
+    access: dict[str, Any] = {}
+    if var_file is not None:
+        access = {
+            "KeyName": packer_variable(var_file, "ssh_keypair_name"),
+            "SecurityGroupIds": [packer_variable(var_file, "security_group_id")],
+        }
     return str(
         ec2.run_instances(
             ImageId=DEBIAN_SOURCE,
             MinCount=1,
             MaxCount=1,
             TagSpecifications=[{"ResourceType": "instance", "Tags": tags.as_list(build_tags)}],
+            **access,
         )["Instances"][0]["InstanceId"]
     )
 
@@ -119,14 +135,17 @@ class FakePacker:
         self.run_ids: list[str] = []
         self.instances: list[str] = []
         self.images: list[str] = []
+        self.key_files: list[Path] = []
 
     def __call__(self, args: list[str], cwd: Path, log_path: Path) -> None:
         self.calls.append(args)
         log_path.write_text("fake packer\n")
-        run_id = run_id_in(cwd / args[2].removeprefix("-var-file="))
+        var_file = cwd / args[2].removeprefix("-var-file=")
+        run_id = run_id_in(var_file)
         self.run_ids.append(run_id)
         ec2 = boto3.client("ec2", region_name=REGION)
-        instance = launch_build_instance(ec2, run_id)
+        self.key_files.append(Path(packer_variable(var_file, "ssh_private_key_file")))
+        instance = launch_build_instance(ec2, run_id, var_file)
         self.instances.append(instance)
         if self.meanwhile is not None:
             self.meanwhile(ec2)
@@ -230,14 +249,29 @@ def test_build_tags_image_and_snapshots_and_writes_record(ec2: Any, tmp_path: Pa
     earlier_run(role.directory)
     packer = FakePacker()
     record = build_on_aws(
-        role, make_config("backend"), inputs=INPUTS, packer=packer, records_dir=tmp_path / "records"
+        role,
+        make_config("backend"),
+        inputs=INPUTS,
+        ingress_cidr=RUNNER_ADDRESS,
+        packer=packer,
+        records_dir=tmp_path / "records",
     )
     assert packer.calls == [["build", "-color=false", "-var-file=run.pkrvars.hcl", "."]]
-    assert (role.directory / "run.pkrvars.hcl").read_text().splitlines() == [
-        'git_commit  = "abc123def456"',
-        'inputs_hash = "feedfacecafebeef"',
-        f'run_id      = "{record.details["run_id"]}"',
-    ]
+    var_file = role.directory / "run.pkrvars.hcl"
+    passed = {
+        name: packer_variable(var_file, name)
+        for name in re.findall(r"^(\w+)\s*=", var_file.read_text(), re.M)
+    }
+    assert passed == {
+        "git_commit": "abc123def456",
+        "inputs_hash": "feedfacecafebeef",
+        "run_id": record.details["run_id"],
+        # bakery's own key pair and group (test_build_access.py), gone by now.
+        "security_group_id": passed["security_group_id"],
+        "ssh_keypair_name": f"bakery-build-backend-{record.details["run_id"][:12]}",
+        "ssh_private_key_file": str(packer.key_files[0]),
+    }
+    assert passed["security_group_id"].startswith("sg-")
     assert packer.run_ids == [record.details["run_id"]] and len(record.details["run_id"]) == 32
     [image] = own_images(ec2)
     assert record.image == image["ImageId"] != "ami-0000000000000000e"
@@ -278,6 +312,7 @@ def test_failed_build_leaves_no_image_snapshot_or_instance(
             rendered(tmp_path),
             make_config("backend"),
             inputs=INPUTS,
+            ingress_cidr=RUNNER_ADDRESS,
             packer=FakePacker(fail=failure),
             records_dir=tmp_path / "records",
         )
@@ -298,6 +333,7 @@ def test_success_without_a_manifest_entry_fails_and_cleans_up(ec2: Any, tmp_path
             role,
             make_config("backend"),
             inputs=INPUTS,
+            ingress_cidr=RUNNER_ADDRESS,
             packer=FakePacker(write_manifest=False),
             records_dir=tmp_path,
         )
@@ -310,6 +346,7 @@ def test_cleanup_spares_images_of_earlier_runs(ec2: Any, tmp_path: Path) -> None
         rendered(tmp_path),
         make_config("backend"),
         inputs=INPUTS,
+        ingress_cidr=RUNNER_ADDRESS,
         packer=FakePacker(),
         records_dir=tmp_path / "records",
     )
@@ -318,6 +355,7 @@ def test_cleanup_spares_images_of_earlier_runs(ec2: Any, tmp_path: Path) -> None
             rendered(tmp_path / "again"),
             make_config("backend"),
             inputs=INPUTS,
+            ingress_cidr=RUNNER_ADDRESS,
             packer=FakePacker(fail=OperationFailed("boom")),
             records_dir=tmp_path,
         )
@@ -339,6 +377,7 @@ def failed_build(tmp_path: Path, packer: FakePacker) -> None:
             rendered(tmp_path),
             make_config("backend"),
             inputs=INPUTS,
+            ingress_cidr=RUNNER_ADDRESS,
             packer=packer,
             records_dir=tmp_path / "records",
         )
@@ -414,6 +453,7 @@ def test_unencrypted_build_spares_an_untagged_copy_named_like_its_images(
             rendered(tmp_path),
             make_config("backend", "aws.encrypt=false"),
             inputs=INPUTS,
+            ingress_cidr=RUNNER_ADDRESS,
             packer=FakePacker(fail=OperationFailed("boom"), meanwhile=concurrent_encrypted_run),
             records_dir=tmp_path / "records",
         )
@@ -424,7 +464,14 @@ def test_no_source_image_fails_before_packer_runs(aws: None, tmp_path: Path) -> 
     packer = FakePacker()
     cfg = make_config("backend", "aws.source_images.debian12.owners=['444455556666']")
     with pytest.raises(BadInput, match="no source AMI"):
-        build_on_aws(rendered(tmp_path), cfg, inputs=INPUTS, packer=packer, records_dir=tmp_path)
+        build_on_aws(
+            rendered(tmp_path),
+            cfg,
+            inputs=INPUTS,
+            ingress_cidr=RUNNER_ADDRESS,
+            packer=packer,
+            records_dir=tmp_path,
+        )
     assert packer.calls == []
 
 
@@ -546,6 +593,11 @@ def test_failed_guarantee_removes_the_image(
     monkeypatch.setattr("bakery.aws.build.apply_post_build_guarantees", refuse)
     with pytest.raises(OperationFailed, match="denied"):
         build_on_aws(
-            role, make_config("backend"), inputs=INPUTS, packer=FakePacker(), records_dir=tmp_path
+            role,
+            make_config("backend"),
+            inputs=INPUTS,
+            ingress_cidr=RUNNER_ADDRESS,
+            packer=FakePacker(),
+            records_dir=tmp_path,
         )
     assert own_images(ec2) == []

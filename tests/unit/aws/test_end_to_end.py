@@ -121,7 +121,7 @@ def test_packer_build_release_copy_share_prune(moto_server: str, tmp_path: Path)
     def bake(passed: bool) -> str:
         # AMI names carry Packer's build time to the second; real builds take minutes.
         time.sleep(1.0 - datetime.now().microsecond / 1e6)
-        record = build_on_aws(rendered, cfg, records_dir=records)
+        record = build_on_aws(rendered, cfg, records_dir=records, ingress_cidr="198.51.100.4")
         run_ids[record.image] = record.details["run_id"]
         verify_image(
             cfg,

@@ -95,12 +95,23 @@ def test_pipeline_policy_names_only_the_configured_regions_and_prefix() -> None:
                 ]
 
 
-def test_a_configured_security_group_drops_packers_untagged_group_statement() -> None:
-    sids = {s["Sid"] for s in iam_documents(CONFIGS)["pipeline"]["Statement"]}
-    assert "PackerTemporarySecurityGroup" in sids
-    own_group = [make_config("backend", "aws.security_group_id=sg-0123456789abcdef0")]
-    sids = {s["Sid"] for s in iam_documents(own_group)["pipeline"]["Statement"]}
-    assert "PackerTemporarySecurityGroup" not in sids
+@pytest.mark.parametrize("group", [None, "sg-0123456789abcdef0"])
+def test_group_and_key_pair_changes_are_allowed_only_on_bakerys_purpose_tag(
+    group: str | None,
+) -> None:
+    """No statement for Packer's untagged temporary group or key pair, whatever the
+    config: bakery makes both (build_access.py)."""
+    configs = [make_config("backend", *([f"aws.security_group_id={group}"] if group else []))]
+    changes = {"ec2:AuthorizeSecurityGroupIngress", "ec2:DeleteSecurityGroup", "ec2:DeleteKeyPair"}
+    granting = [
+        statement
+        for statement in iam_documents(configs)["pipeline"]["Statement"]
+        if statement["Effect"] == "Allow" and changes & set(statement["Action"])
+    ]
+    assert [statement["Sid"] for statement in granting] == ["OwnKeysAndGroups"]
+    assert granting[0]["Condition"] == {
+        "StringEquals": {"aws:ResourceTag/bakery:purpose": ["build", "test-instance"]}
+    }
 
 
 def test_documents_are_written_as_json(tmp_path: Path) -> None:

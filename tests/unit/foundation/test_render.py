@@ -77,12 +77,27 @@ def test_aws_source_encrypts_and_is_wired_to_config_variables(tmp_path: Path) ->
     _, source = _source(directory)
     assert variables["instance_type"]["default"] == "m7i.large"
     assert source["instance_type"] == "${var.instance_type}"
-    assert variables["encrypt_boot"]["default"] is True
-    assert source["encrypt_boot"] == "${var.encrypt_boot}"
+    # Encrypted as launched, so CreateImage makes the encrypted AMI: no encrypt_boot,
+    # whose intermediate unencrypted AMI would be deregistered untagged.
+    (launch_volume,) = source["launch_block_device_mappings"]
+    assert launch_volume["encrypted"] is True
+    assert "encrypt_boot" not in source and "encrypt_boot" not in variables
     assert variables["volume_size_gb"]["default"] == 16  # config/roles/database.yaml
     assert variables["source_ami_owners"]["default"] == ["136693071363"]
     assert _unquote(source["ami_name"]) == "bakery-database-debian12-${local.build_time}"
     assert "{{ .SourceAMI }}" in source["tags"]  # Packer's template syntax survives Jinja
+
+
+def test_aws_launch_volume_uses_the_configured_kms_key_and_is_plain_without_encrypt(
+    tmp_path: Path,
+) -> None:
+    keyed = _render(tmp_path / "k", "backend", "aws", sets=("aws.kms_key_id=alias/bakery-images",))
+    (launch_volume,) = _source(keyed)[1]["launch_block_device_mappings"]
+    assert (launch_volume["encrypted"], launch_volume["kms_key_id"]) == (True, "${var.kms_key_id}")
+    assert _variables(keyed)["kms_key_id"]["default"] == "alias/bakery-images"
+    plain = _render(tmp_path / "p", "backend", "aws", sets=("aws.encrypt=false",))
+    (launch_volume,) = _source(plain)[1]["launch_block_device_mappings"]
+    assert "encrypted" not in launch_volume and "kms_key_id" not in launch_volume
 
 
 def test_run_id_is_an_aws_run_input_tagged_on_all_the_build_creates(tmp_path: Path) -> None:
