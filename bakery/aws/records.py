@@ -4,11 +4,10 @@ what, and later what its verification found. CI keeps them as artifacts."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from bakery.durable import write_atomically
 from bakery.render import BUILD_ROOT
 
 RECORDS_DIR = BUILD_ROOT / "records" / "aws"
@@ -31,9 +30,5 @@ def update_record(path: Path, changes: dict[str, Any]) -> Path:
     """Merge `changes` into the record at `path`, replacing the file atomically."""
     record = read_record(path) | changes
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, scratch = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(record, out, indent=2, sort_keys=True)
-        out.write("\n")
-    Path(scratch).replace(path)
+    write_atomically(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return path

@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bakery import processes
 from bakery.artifacts import prepare_artifacts, tree_hash
 from bakery.config import REPO_ROOT, BakeryConfig
+from bakery.durable import write_atomically
 from bakery.errors import BadInput, BakeryError, MissingTool, OperationFailed
 from bakery.hcl import write_var_file
 from bakery.local.accelerator import choose_accelerator
@@ -62,15 +64,16 @@ def read_record(role: str) -> dict[str, Any] | None:
     path = image_dir(role) / "record.json"
     if not path.is_file():
         return None
-    record: dict[str, Any] = json.loads(path.read_text())
+    try:
+        record: dict[str, Any] = json.loads(path.read_text())
+    except ValueError:
+        return None  # not a whole record (written before writes were atomic): rebuild
     return record
 
 
 def write_record(role: str, record: dict[str, Any]) -> None:
     path = image_dir(role) / "record.json"
-    scratch = path.with_suffix(".json.tmp")
-    scratch.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    scratch.replace(path)
+    write_atomically(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def _inputs_hash(rendered: RenderedRole, base: BaseImage) -> str:
@@ -88,15 +91,26 @@ def _inputs_hash(rendered: RenderedRole, base: BaseImage) -> str:
 def _exclusive(lock_path: Path) -> Iterator[None]:
     """One `invoke build` at a time per checkout: two would fight over the images."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("w") as handle:
+    # Opened without truncating: the holder's pid stays readable for the refusal.
+    with lock_path.open("a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
             raise BadInput(
-                f"another `invoke build` is running in this checkout ({lock_path} is locked): "
-                "wait for it, or stop it"
+                f"another `invoke build` is running in this checkout (pid {holder} holds "
+                f"{lock_path}): wait for it, or stop it"
             ) from exc
-        yield
+        # The kernel drops the flock when its holder dies, however it dies; the pid
+        # is only for people and `invoke doctor`, and is cleared on the way out.
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
 
 
 def _git_commit() -> str:
@@ -175,7 +189,7 @@ def _run_packer_build(
     command = [packer_binary(), "build", "-color=false", f"-var-file={var_file}", "."]
     env = dict(os.environ, CHECKPOINT_DISABLE="1", PACKER_NO_COLOR="1")
     with log_path.open("w") as log:
-        process = subprocess.Popen(
+        process = processes.spawn(
             command,
             cwd=rendered.directory,
             stdout=subprocess.PIPE,
@@ -261,6 +275,11 @@ class LocalBuild:
 
     def run(self, parallel: int) -> list[RoleResult]:
         with _exclusive(BUILD_ROOT / ".build.lock"):
+            swept = processes.sweep()
+            if swept:
+                self.progress.say("host", f"removed what an earlier run left: {swept.summary()}")
+            self.run_root.mkdir(parents=True)
+            processes.claim(self.run_root)
             try:
                 return self._run(parallel)
             finally:
@@ -417,6 +436,8 @@ class LocalBuild:
         folder = image_dir(role)
         folder.mkdir(parents=True, exist_ok=True)
         previous = read_record(role)
+        with built.open("rb+") as image:
+            os.fsync(image.fileno())  # on disk before a record can point at it
         shutil.move(str(built), folder / record["image"])
         write_record(role, record)
         if previous and previous.get("image") and previous["image"] != record["image"]:

@@ -133,7 +133,9 @@ class LocalGate:
         self.accelerator: str | None = None
 
     def run(self, parallel: int) -> list[Verdict]:
-        end_stale_boots(VERIFY_WORK)  # a killed earlier run must not leave VMs behind
+        swept = end_stale_boots(VERIFY_WORK)  # a killed earlier run must not leave VMs behind
+        if swept:
+            self.progress.say("host", swept)
         REPORTS_ROOT.mkdir(parents=True, exist_ok=True)
         images = {cfg.role: self._image(cfg.role) for cfg in self.configs}
         self.accelerator = self._choose_accelerator()

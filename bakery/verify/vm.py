@@ -11,7 +11,6 @@ the VM is stopped; a boot left by a killed run is found by its pidfile and ended
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
@@ -19,10 +18,11 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bakery import processes
 from bakery.errors import MissingTool, OperationFailed
 
 SSH_USER = "admin"  # the image's default user, as on Debian's AMIs
@@ -123,16 +123,12 @@ def _make_seed(
     return iso
 
 
-def end_stale_boots(root: Path) -> None:
-    """End VMs and remove folders that a killed run left under `root`."""
-    if not root.is_dir():
-        return
-    for workdir in root.iterdir():
-        pidfile = workdir / "qemu.pid"
-        if pidfile.is_file():
-            with suppress(ProcessLookupError, ValueError):
-                os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
-        shutil.rmtree(workdir, ignore_errors=True)
+def end_stale_boots(root: Path) -> str | None:
+    """End VMs and remove folders that dead runs left (in `root`, and anywhere else in
+    the work folder: see bakery.processes); one line saying what, or None. Boots of a
+    run that is still alive are left alone."""
+    swept = processes.sweep()
+    return f"removed what an earlier run left: {swept.summary()}" if swept else None
 
 
 def _wait_for_ssh(vm: BootedVM, timeout_s: float) -> None:
@@ -179,6 +175,7 @@ def booted(
             raise MissingTool(tool, "run `./scripts/run invoke doctor` for what to install")
     workdir = work_root / f"{name}-{uuid.uuid4().hex[:8]}"
     workdir.mkdir(parents=True)
+    processes.claim(workdir)
     process: subprocess.Popen[bytes] | None = None
     try:
         key = workdir / "id_ed25519"
@@ -214,7 +211,7 @@ def booted(
             *extra_qemu_args,
         ]  # fmt: skip
         started = time.monotonic()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = processes.spawn(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         vm = BootedVM(name, workdir, ssh_port, key, process, forwards)
         _wait_for_ssh(vm, boot_timeout_s)
         vm.boot_seconds = round(time.monotonic() - started, 1)
