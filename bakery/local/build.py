@@ -282,6 +282,11 @@ class LocalBuild:
             processes.claim(self.run_root)
             try:
                 return self._run(parallel)
+            except OSError as exc:  # a full disk, an unwritable cache: say which, once
+                raise OperationFailed(
+                    f"cannot write {exc.filename or 'a build file'}: {exc.strerror}; "
+                    "free space there or make it writable (the cache is local.cache_dir)"
+                ) from exc
             finally:
                 for process in self._packers:
                     _stop_packer(process)
