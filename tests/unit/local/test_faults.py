@@ -416,3 +416,12 @@ def test_a_truncated_record_from_an_older_bakery_means_rebuild(sandbox: Path) ->
     finally:
         build.IMAGES_ROOT = saved
     assert assert_converged(sandbox)["inputs_hash"] == built["inputs_hash"]
+
+
+def test_a_sweep_leaves_a_live_runs_processes_and_folders_alone(sandbox: Path) -> None:
+    run = start(sandbox, "build", PACKER_DOUBLE="hang")
+    running = wait_for(sandbox, "qemu-system-x86_64")
+    work = left_in_work(sandbox)
+    assert not processes.sweep(sandbox / "build" / ".work")  # a second run's sweep
+    assert processes_of(sandbox) == running and left_in_work(sandbox) == work
+    kill_and_expect_nothing_left(sandbox, run)
