@@ -17,11 +17,11 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bakery import processes
 from bakery.config import REPO_ROOT, BakeryConfig
 from bakery.errors import OperationFailed
 from bakery.progress import Progress
@@ -63,7 +63,7 @@ def tree_hash(paths: list[Path], root: Path) -> str:
 
 
 def _run(command: list[str], what: str, cwd: Path = REPO_ROOT) -> None:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    result = processes.run(command, cwd=cwd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
         raise OperationFailed(f"{what} failed (exit {result.returncode}):\n{tail}")

@@ -168,7 +168,7 @@ def ensure_base_image(cfg: BakeryConfig, cache_dir: Path, progress: Progress) ->
             _install_bootloader(rootfs, disk, work)
         with progress.step("base", "convert to qcow2"):
             staged = work / "base.qcow2"
-            subprocess.run(
+            processes.run(
                 ["qemu-img", "convert", "-O", "qcow2", str(disk), str(staged)],
                 check=True,
                 capture_output=True,
@@ -230,7 +230,7 @@ def _make_disk(rootfs: Path, work: Path, size_gb: int) -> Path:
     """A raw disk: MBR, one bootable ext4 partition labelled `root` made from the tree."""
     part_mib = size_gb * 1024 - ROOT_PARTITION_OFFSET_MIB - 1
     part = work / "root.ext4"
-    subprocess.run(
+    processes.run(
         ["mke2fs", "-q", "-t", "ext4", "-L", "root", "-d", str(rootfs), str(part), f"{part_mib}M"],
         check=True,
         capture_output=True,
@@ -239,14 +239,14 @@ def _make_disk(rootfs: Path, work: Path, size_gb: int) -> Path:
     with disk.open("wb") as handle:
         handle.truncate(size_gb * 1024 * 1024 * 1024)
     start = ROOT_PARTITION_OFFSET_MIB * 2048
-    subprocess.run(
+    processes.run(
         ["sfdisk", "--quiet", str(disk)],
         input=f"label: dos\nstart={start}, size={part_mib * 2048}, type=83, bootable\n",
         text=True,
         check=True,
         capture_output=True,
     )
-    subprocess.run(
+    processes.run(
         [
             "dd",
             f"if={part}",

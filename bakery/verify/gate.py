@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bakery import processes
 from bakery.config import REPO_ROOT, BakeryConfig
 from bakery.errors import BadInput, BakeryError
 from bakery.local.accelerator import choose_accelerator
@@ -114,7 +115,7 @@ def run_suites(
     testinfra_host: str, ssh_config: Path, role: str, expect_file: Path, junit: Path
 ) -> subprocess.CompletedProcess[str]:
     """`pytest tests/infra` for one role against one host; the same command works by hand."""
-    return subprocess.run(
+    return processes.run(
         [
             sys.executable, "-m", "pytest", str(INFRA_TESTS), "-p", "no:cacheprovider",
             "-q", "-o", "addopts=", f"--hosts={testinfra_host}", f"--ssh-config={ssh_config}",

@@ -53,7 +53,7 @@ class BootedVM:
         return f"ssh://{SSH_USER}@127.0.0.1:{self.ssh_port}"
 
     def ssh(self, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        return processes.run(
             ["ssh", "-F", str(self.ssh_config), "-p", str(self.ssh_port),
              f"{SSH_USER}@127.0.0.1", command],
             capture_output=True, text=True, timeout=timeout, check=False,
