@@ -214,6 +214,8 @@ class OwnedProcess(subprocess.Popen):  # type: ignore[type-arg]
     """A child in its own process group, owned by this run. Once it has been reaped,
     whatever is left of its group (a QEMU whose Packer crashed) is stopped too."""
 
+    _owner: _Run | None = None
+    _leader_started = 0
     _released = False
 
     def poll(self) -> int | None:
@@ -228,14 +230,12 @@ class OwnedProcess(subprocess.Popen):  # type: ignore[type-arg]
         return code
 
     def _release(self) -> None:
-        if self._released or self._leader_started is None:
+        if self._released or self._owner is None:
             return
         self._released = True
         end_groups({self.pid: self._leader_started}, STOP_GRACE_S)
         with contextlib.suppress(OSError):
-            this_run().tell(f"end {self.pid}")
-
-    _leader_started: int | None = None
+            self._owner.tell(f"end {self.pid}")
 
 
 def spawn(command: Sequence[str], **options: Any) -> OwnedProcess:
@@ -250,6 +250,7 @@ def spawn(command: Sequence[str], **options: Any) -> OwnedProcess:
         argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
     process = OwnedProcess(argv, **options)
     process._leader_started = start_ticks(process.pid) or 0
+    process._owner = run
     run.tell(f"group {process.pid} {process._leader_started}")
     return process
 
