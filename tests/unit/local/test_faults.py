@@ -270,9 +270,12 @@ def test_a_full_disk_during_a_bake_fails_and_keeps_the_previous_image(sandbox: P
     with mounted_tmpfs(sandbox / "build", "size=4m"):
         previous = assert_converged(sandbox)
         code, output = finish(sandbox, "build", PACKER_DOUBLE="fill-disk")
-        assert code == 1 and "packer build failed (exit 1)" in output, output
+        assert code == 1, output
+        # Packer's failure, or bakery's own write of Packer's log on the same full disk,
+        # whichever meets the full disk first: one line either way.
+        (line,) = [line for line in output.splitlines() if line.startswith("bakery:")]
         log = (sandbox / "build" / "logs" / ROLE / "packer.log").read_text()
-        assert "No space left on device" in log
+        assert "No space left on device" in line + log
         assert processes_of(sandbox) == [] and left_in_work(sandbox) == []
         assert record(sandbox) == previous
         assert assert_converged(sandbox)["image"] == previous["image"]

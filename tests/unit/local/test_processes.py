@@ -49,8 +49,9 @@ def test_run_answers_like_subprocess_run() -> None:
 
 
 def test_children_carry_the_run_mark_and_claimed_folders_name_their_run(tmp_path: Path) -> None:
-    child = processes.spawn(["sleep", "30"])
+    child = processes.spawn(["sh", "-c", "echo up; exec sleep 30"], stdout=subprocess.PIPE)
     try:
+        assert child.stdout is not None and child.stdout.readline() == b"up\n"  # exec'd
         environ = Path(f"/proc/{child.pid}/environ").read_bytes().split(b"\0")
         registry = processes.this_run().registry
         assert f"BAKERY_RUN={registry}".encode() in environ
