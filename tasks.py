@@ -40,9 +40,10 @@ from bakery.cli import (
 )
 from bakery.config import REPO_ROOT, BakeryConfig, json_schema
 from bakery.errors import OperationFailed
-from bakery.host_check import examine
+from bakery.host_check import BUILD_LOCK, describe_leftovers, examine
 from bakery.local.build import build_local, local_record, verify_local
 from bakery.packer import detect_version, run_packer
+from bakery.processes import sweep
 from bakery.progress import Progress
 from bakery.render import BUILD_ROOT, RenderedRole, render_role
 from bakery.report import (
@@ -191,10 +192,20 @@ def schema(c, output=None):
     console.print(f"wrote {escape(str(path))}")
 
 
-@task(help={"cache": "also remove the cache of base images and wheelhouses"})
+@task(
+    help={
+        "cache": "also remove the cache of base images and wheelhouses",
+        "leftovers": "only stop and remove what dead runs left (processes, work folders, locks)",
+    }
+)
 @exits_cleanly
-def clean(c, cache=False):
+def clean(c, cache=False, leftovers=False):
     """Remove build/ (rendered trees, images, reports); --cache also the download cache."""
+    # Processes first: a dead run's QEMU must not keep writing into what is removed.
+    found = sweep(locks=[BUILD_LOCK])
+    console.print(f"removed {describe_leftovers(found)}" if found else "no leftovers of dead runs")
+    if leftovers:
+        return
     shutil.rmtree(BUILD_ROOT, ignore_errors=True)
     console.print(f"removed {BUILD_ROOT.relative_to(REPO_ROOT)}/")
     if cache:

@@ -15,12 +15,13 @@ Wheelhouse and agent package are cached by the hash of what they are made from.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bakery import processes
 from bakery.config import REPO_ROOT, BakeryConfig
 from bakery.errors import OperationFailed
 from bakery.progress import Progress
@@ -62,10 +63,27 @@ def tree_hash(paths: list[Path], root: Path) -> str:
 
 
 def _run(command: list[str], what: str, cwd: Path = REPO_ROOT) -> None:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    result = processes.run(command, cwd=cwd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
         raise OperationFailed(f"{what} failed (exit {result.returncode}):\n{tail}")
+
+
+def _pinned_hashes(requirements: Path) -> tuple[int, set[str]]:
+    """(how many packages, every sha256 allowed) of a `--generate-hashes` file."""
+    text = requirements.read_text()
+    packages = sum(1 for line in text.splitlines() if line[:1].strip() and not line.startswith("#"))
+    return packages, set(re.findall(r"--hash=sha256:([0-9a-f]{64})", text))
+
+
+def wheelhouse_intact(folder: Path) -> bool:
+    """One wheel per pinned package, each with a sha256 that requirements.txt pins: a
+    truncated, corrupted or missing wheel fails here, not under pip in the guest."""
+    packages, allowed = _pinned_hashes(folder / "requirements.txt")
+    wheels = sorted(folder.glob("*.whl"))
+    return len(wheels) == packages and all(
+        hashlib.sha256(wheel.read_bytes()).hexdigest() in allowed for wheel in wheels
+    )
 
 
 def ensure_wheelhouse(cache_dir: Path, progress: Progress, role: str) -> Path:
@@ -73,7 +91,9 @@ def ensure_wheelhouse(cache_dir: Path, progress: Progress, role: str) -> Path:
     key = tree_hash([REQUIREMENTS], REPO_ROOT)[:16]
     folder = cache_dir / "wheelhouse" / key
     if (folder / "requirements.txt").is_file():
-        return folder
+        if wheelhouse_intact(folder):
+            return folder
+        progress.say(role, f"the cached wheelhouse {folder} fails its hashes: downloading again")
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = folder.with_name(f".{key}.partial")
     shutil.rmtree(scratch, ignore_errors=True)
@@ -90,6 +110,7 @@ def ensure_wheelhouse(cache_dir: Path, progress: Progress, role: str) -> Path:
                 "pip download of the backend's wheelhouse",
             )  # fmt: skip
             shutil.copyfile(REQUIREMENTS, scratch / "requirements.txt")
+            shutil.rmtree(folder, ignore_errors=True)
             scratch.rename(folder)
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -9,6 +9,10 @@ from pathlib import Path
 from bakery.config import REPO_ROOT, BakeryConfig
 from bakery.errors import BakeryError
 from bakery.packer import detect_version
+from bakery.processes import WORK_ROOT, Leftovers, find_leftovers
+
+BUILD_LOCK = WORK_ROOT.parent / ".build.lock"  # bakery.local.build's lock
+LEFTOVERS_FIX = "invoke clean --leftovers"
 
 MIN_FREE_GB = 10
 
@@ -96,6 +100,25 @@ def check_aws(cfg: BakeryConfig) -> list[Finding]:
     return found
 
 
+def describe_leftovers(found: Leftovers) -> str:
+    """The summary, then each process, folder and lock by name."""
+    names = [f"pid {pid} {command[:80]}" for pid, command in found.processes]
+    names += [_shown(path) for path in found.folders + found.locks]
+    return found.summary() + (": " + "; ".join(names) if names else "")
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def check_leftovers() -> Finding:
+    """Processes, work folders and locks of runs that died (SIGKILL, power loss)."""
+    found = find_leftovers(locks=[BUILD_LOCK])
+    if not found:
+        return Finding("leftovers", True, "no process, work folder or lock of a dead run")
+    return Finding("leftovers", False, describe_leftovers(found), LEFTOVERS_FIX)
+
+
 def examine(cfg: BakeryConfig) -> list[Finding]:
     """Every check for the target of `cfg`; no check changes anything."""
     findings = [check_packer()]
@@ -111,6 +134,7 @@ def examine(cfg: BakeryConfig) -> list[Finding]:
             check_accelerator(cfg),
             check_disk(cfg),
             check_ca_bundle(cfg),
+            check_leftovers(),
         ]
     else:
         findings += check_aws(cfg)

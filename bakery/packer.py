@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bakery import processes
 from bakery.errors import BadInput, MissingTool, OperationFailed
 
 INSTALL_HINT = (
@@ -146,7 +147,7 @@ def run_packer(
     with contextlib.ExitStack() as stack:
         log = stack.enter_context(log_path.open("w", encoding="utf-8")) if log_path else None
         process = stack.enter_context(
-            subprocess.Popen(
+            processes.spawn(
                 [packer_binary(), *args],
                 cwd=cwd,
                 env=packer_environment(),

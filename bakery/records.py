@@ -7,12 +7,12 @@ only the folder differs (`build/images/<role>/record.json` locally,
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bakery.durable import write_atomically
 
 # The life of an image: built by a target, then verified or rejected by the gate.
 BUILT = "built"
@@ -89,13 +89,9 @@ def utc_timestamp() -> str:
 
 
 def _replace_json(path: Path, data: dict[str, Any]) -> None:
-    """Write `data` to `path` atomically: a reader sees the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, scratch = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=2, sort_keys=True)
-        out.write("\n")
-    Path(scratch).replace(path)
+    """Write `data` to `path` atomically and durably: a reader, even after a power
+    loss, sees the old file or the new one."""
+    write_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def write_record(record: ImageRecord) -> Path:
@@ -108,7 +104,11 @@ def read_record(path: Path) -> ImageRecord | None:
     """The record at `path`, or None when none was written (never built, or elsewhere)."""
     if not path.is_file():
         return None
-    return ImageRecord.from_json(json.loads(path.read_text(encoding="utf-8")), path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None  # not a whole record (written before writes were atomic): rebuild
+    return ImageRecord.from_json(data, path)
 
 
 def record_verdict(path: Path, status: str, verification: dict[str, Any]) -> ImageRecord | None:

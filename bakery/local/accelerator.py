@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bakery import processes
+from bakery.durable import write_atomically
 from bakery.errors import BadInput
 
 PROBE_TIMEOUT_S = 30
@@ -25,7 +27,8 @@ def probe_kvm(kernel: Path, initrd: Path, timeout_s: float = PROBE_TIMEOUT_S) ->
         return False
     with tempfile.TemporaryDirectory(prefix="bakery-kvm-probe-") as tmp:
         console = Path(tmp) / "console.log"
-        process = subprocess.Popen(
+        processes.claim(Path(tmp))
+        process = processes.spawn(
             [
                 "qemu-system-x86_64", "-machine", "accel=kvm", "-m", "256", "-nodefaults",
                 "-display", "none", "-no-reboot", "-nic", "none",
@@ -67,7 +70,7 @@ def kvm_works(kernel: Path, initrd: Path, cache_file: Path | None) -> bool:
     works = probe_kvm(kernel, initrd)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        cache_file.write_text(json.dumps({"key": key, "kvm_works": works}))
+        write_atomically(cache_file, json.dumps({"key": key, "kvm_works": works}))
     return works
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -19,7 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bakery import processes
 from bakery.config import REPO_ROOT, BakeryConfig
+from bakery.durable import sync_folder, write_atomically
 from bakery.errors import BadInput, MissingTool, OperationFailed
 from bakery.local.mirror import host_debian_mirror
 from bakery.progress import Progress
@@ -118,6 +121,22 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _intact_sha256(image: Path, record: Path) -> str | None:
+    """The recorded sha256 when the image still has it; None for a corrupt, truncated or
+    unrecorded cache entry (a disk error, a killed copy, a power loss)."""
+    try:
+        recorded = json.loads(record.read_text())
+        sha = str(recorded["sha256"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return None
+    return sha if _file_sha256(image) == sha else None
+
+
+def _flush_to_disk(path: Path) -> None:
+    with path.open("rb+") as handle:
+        os.fsync(handle.fileno())
+
+
 def ensure_base_image(cfg: BakeryConfig, cache_dir: Path, progress: Progress) -> BaseImage:
     """Return the cached base image for these inputs, building it when missing."""
     inputs = base_inputs(cfg)
@@ -126,8 +145,10 @@ def ensure_base_image(cfg: BakeryConfig, cache_dir: Path, progress: Progress) ->
     image = folder / "base.qcow2"
     record = folder / "base.json"
     if image.is_file() and record.is_file() and (folder / "vmlinuz").is_file():
-        recorded = json.loads(record.read_text())
-        return BaseImage(image, recorded["sha256"], key)
+        recorded_sha = _intact_sha256(image, record)
+        if recorded_sha:
+            return BaseImage(image, recorded_sha, key)
+        progress.say("base", f"the cached base image in {folder} fails its sha256: rebuilding it")
     for tool, package in [
         ("mmdebstrap", "mmdebstrap"),
         ("mke2fs", "e2fsprogs"),
@@ -137,7 +158,7 @@ def ensure_base_image(cfg: BakeryConfig, cache_dir: Path, progress: Progress) ->
     ]:
         _require(tool, package)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".base-{key}-", dir=folder.parent))
+    work = processes.claim(Path(tempfile.mkdtemp(prefix=f".base-{key}-", dir=folder.parent)))
     try:
         with progress.step("base", "debootstrap Debian (mmdebstrap)"):
             rootfs = _bootstrap(inputs, work)
@@ -147,21 +168,27 @@ def ensure_base_image(cfg: BakeryConfig, cache_dir: Path, progress: Progress) ->
             _install_bootloader(rootfs, disk, work)
         with progress.step("base", "convert to qcow2"):
             staged = work / "base.qcow2"
-            subprocess.run(
+            processes.run(
                 ["qemu-img", "convert", "-O", "qcow2", str(disk), str(staged)],
                 check=True,
                 capture_output=True,
             )
             sha = _file_sha256(staged)
-            (work / "base.json").write_text(
-                json.dumps({"inputs": inputs, "sha256": sha, "built_at": time.time()}, indent=2)
-            )
         for name in ("vmlinuz", "initrd.img"):
             shutil.copyfile(rootfs / name, work / name)  # follows the symlinks
         shutil.rmtree(work / "rootfs", ignore_errors=True)
         disk.unlink()
+        for name in ("base.qcow2", "vmlinuz", "initrd.img"):
+            _flush_to_disk(work / name)
+        # The record last: a folder with a record is a folder whose image was on disk.
+        write_atomically(
+            work / "base.json",
+            json.dumps({"inputs": inputs, "sha256": sha, "built_at": time.time()}, indent=2),
+        )
+        (work / processes.OWNER_FILE).unlink(missing_ok=True)
         shutil.rmtree(folder, ignore_errors=True)
         work.rename(folder)
+        sync_folder(folder.parent)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -192,7 +219,7 @@ def _bootstrap(inputs: dict[str, object], work: Path) -> Path:
     ]
     log = work / "mmdebstrap.log"
     with log.open("w") as handle:
-        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False)
+        result = processes.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False)
     if result.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         raise OperationFailed(f"mmdebstrap failed (exit {result.returncode}):\n{tail}")
@@ -203,7 +230,7 @@ def _make_disk(rootfs: Path, work: Path, size_gb: int) -> Path:
     """A raw disk: MBR, one bootable ext4 partition labelled `root` made from the tree."""
     part_mib = size_gb * 1024 - ROOT_PARTITION_OFFSET_MIB - 1
     part = work / "root.ext4"
-    subprocess.run(
+    processes.run(
         ["mke2fs", "-q", "-t", "ext4", "-L", "root", "-d", str(rootfs), str(part), f"{part_mib}M"],
         check=True,
         capture_output=True,
@@ -212,14 +239,14 @@ def _make_disk(rootfs: Path, work: Path, size_gb: int) -> Path:
     with disk.open("wb") as handle:
         handle.truncate(size_gb * 1024 * 1024 * 1024)
     start = ROOT_PARTITION_OFFSET_MIB * 2048
-    subprocess.run(
+    processes.run(
         ["sfdisk", "--quiet", str(disk)],
         input=f"label: dos\nstart={start}, size={part_mib * 2048}, type=83, bootable\n",
         text=True,
         check=True,
         capture_output=True,
     )
-    subprocess.run(
+    processes.run(
         [
             "dd",
             f"if={part}",
@@ -260,7 +287,7 @@ def _install_bootloader(rootfs: Path, disk: Path, work: Path) -> None:
         "-append",
         "root=/dev/vda1 rw console=ttyS0 init=/usr/local/sbin/bakery-install-bootloader",
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = processes.spawn(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _, stderr = process.communicate(timeout=BOOTSTRAP_TIMEOUT_S)
     except BaseException:

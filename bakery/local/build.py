@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bakery import processes
 from bakery.artifacts import prepare_artifacts
 from bakery.config import REPO_ROOT, BakeryConfig
 from bakery.errors import BadInput, BakeryError, MissingTool, OperationFailed
@@ -105,15 +106,26 @@ def local_record(role: str) -> ImageRecord | None:
 def _exclusive(lock_path: Path) -> Iterator[None]:
     """One `invoke build` at a time per checkout: two would fight over the images."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("w") as handle:
+    # Opened without truncating: the holder's pid stays readable for the refusal.
+    with lock_path.open("a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
             raise BadInput(
-                f"another `invoke build` is running in this checkout ({lock_path} is locked): "
-                "wait for it, or stop it"
+                f"another `invoke build` is running in this checkout (pid {holder} holds "
+                f"{lock_path}): wait for it, or stop it"
             ) from exc
-        yield
+        # The kernel drops the flock when its holder dies, however it dies; the pid
+        # is only for people and `invoke doctor`, and is cleared on the way out.
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
 
 
 def _seed_files(run_dir: Path, role: str, public_key: str) -> list[str]:
@@ -317,6 +329,8 @@ class LocalTarget:
         folder = image_dir(record.role)
         folder.mkdir(parents=True, exist_ok=True)
         previous = local_record(record.role)
+        with built.open("rb+") as image:
+            os.fsync(image.fileno())  # on disk before a record can point at it
         shutil.move(str(built), folder / record.image)
         write_record(record)
         if previous and previous.image and previous.image != record.image:
@@ -368,8 +382,18 @@ class LocalBuild:
 
     def run(self, parallel: int) -> list[RoleResult]:
         with _exclusive(BUILD_ROOT / ".build.lock"):
+            swept = processes.sweep()
+            if swept:
+                self.progress.say("host", f"removed what an earlier run left: {swept.summary()}")
+            self.run_root.mkdir(parents=True)
+            processes.claim(self.run_root)
             try:
                 return self._run(parallel)
+            except OSError as exc:  # a full disk, an unwritable cache: say which, once
+                raise OperationFailed(
+                    f"cannot write {exc.filename or 'a build file'}: {exc.strerror}; "
+                    "free space there or make it writable (the cache is local.cache_dir)"
+                ) from exc
             finally:
                 self.target.stop_packers()
                 shutil.rmtree(self.run_root, ignore_errors=True)

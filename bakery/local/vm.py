@@ -10,7 +10,6 @@ the VM is stopped; a boot left by a killed run is found by its pidfile and ended
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -18,10 +17,11 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bakery import processes
 from bakery.errors import MissingTool, OperationFailed
 from bakery.verify.launch import user_data
 from bakery.verify.suites import SshTarget
@@ -57,7 +57,7 @@ class BootedVM:
         return self.ssh_target.testinfra_host
 
     def ssh(self, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        return processes.run(
             ["ssh", "-F", str(self.ssh_config), "-p", str(self.ssh_port),
              f"{self.user}@127.0.0.1", command],
             capture_output=True, text=True, timeout=timeout, check=False,
@@ -91,16 +91,12 @@ def _make_seed(
     return iso
 
 
-def end_stale_boots(root: Path) -> None:
-    """End VMs and remove folders that a killed run left under `root`."""
-    if not root.is_dir():
-        return
-    for workdir in root.iterdir():
-        pidfile = workdir / "qemu.pid"
-        if pidfile.is_file():
-            with suppress(ProcessLookupError, ValueError):
-                os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
-        shutil.rmtree(workdir, ignore_errors=True)
+def end_stale_boots(root: Path) -> str | None:
+    """End VMs and remove folders that dead runs left (in `root`, and anywhere else in
+    the work folder: see bakery.processes); one line saying what, or None. Boots of a
+    run that is still alive are left alone."""
+    swept = processes.sweep()
+    return f"removed what an earlier run left: {swept.summary()}" if swept else None
 
 
 def _wait_for_ssh(vm: BootedVM, timeout_s: float) -> None:
@@ -149,6 +145,7 @@ def booted(
             raise MissingTool(tool, "run `./scripts/run invoke host-check` for what to install")
     workdir = work_root / f"{name}-{uuid.uuid4().hex[:8]}"
     workdir.mkdir(parents=True)
+    processes.claim(workdir)
     process: subprocess.Popen[bytes] | None = None
     try:
         key = workdir / "id_ed25519"
@@ -179,7 +176,7 @@ def booted(
             *extra_qemu_args,
         ]  # fmt: skip
         started = time.monotonic()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = processes.spawn(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         vm = BootedVM(name, workdir, ssh_port, key, user, process, forwards)
         vm.ssh_target.write_ssh_config()
         _wait_for_ssh(vm, boot_timeout_s)

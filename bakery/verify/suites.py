@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from bakery import processes
 from bakery.config import REPO_ROOT, BakeryConfig
 from bakery.records import REJECTED, VERIFIED, utc_timestamp
 
@@ -194,7 +195,7 @@ def run_suites(
     junit.unlink(missing_ok=True)
     output = junit.with_suffix(".txt")
     try:
-        result = subprocess.run(
+        result = processes.run(
             suites_command(target, cfg.role, expect_file, junit),
             cwd=REPO_ROOT,
             capture_output=True,

@@ -268,7 +268,7 @@ def test_build_tags_image_and_snapshots_and_writes_record(ec2: Any, tmp_path: Pa
         "run_id": record.details["run_id"],
         # bakery's own key pair and group (test_build_access.py), gone by now.
         "security_group_id": passed["security_group_id"],
-        "ssh_keypair_name": f"bakery-build-backend-{record.details["run_id"][:12]}",
+        "ssh_keypair_name": f"bakery-build-backend-{record.details['run_id'][:12]}",
         "ssh_private_key_file": str(packer.key_files[0]),
     }
     assert passed["security_group_id"].startswith("sg-")

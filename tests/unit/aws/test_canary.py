@@ -390,7 +390,9 @@ def test_canary_task_reuses_a_running_instance(
     )["Instances"][0]["InstanceId"]
     stubs.everything()
 
-    tasks.canary(Context(Config(lazy=True)), role="backend", environment="staging", instance_id=instance)
+    tasks.canary(
+        Context(Config(lazy=True)), role="backend", environment="staging", instance_id=instance
+    )
 
     _, err = capsys.readouterr()
     assert f"{instance} (reused)" in err
@@ -400,7 +402,9 @@ def test_canary_task_reuses_a_running_instance(
 
 def test_canary_task_with_a_bad_timeout_exits_2(aws: None) -> None:
     with pytest.raises(SystemExit) as exited:
-        tasks.canary(Context(Config(lazy=True)), role="backend", environment="staging", timeout="soon")
+        tasks.canary(
+            Context(Config(lazy=True)), role="backend", environment="staging", timeout="soon"
+        )
     assert exited.value.code == 2
 
 

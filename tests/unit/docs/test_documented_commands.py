@@ -289,6 +289,12 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
     ".venv/bin/invoke --list": (Run(lists_every_task),),
     "invoke --help TASK": (Run(exits(0, "--no-verify", "--force"), fill={"TASK": "build"}),),
     "invoke host-check": (Run(prints_findings),),
+    "invoke clean --leftovers": (
+        Test(
+            "tests/unit/local/test_faults.py::"
+            "test_doctor_reports_a_dead_runs_leftovers_and_clean_removes_them"
+        ),
+    ),
     "invoke schema": (Run(schema_written),),
     "invoke render --role backend --set service.deployment_environment=staging": (
         Run(
