@@ -91,6 +91,7 @@ def utc_timestamp() -> str:
 def _replace_json(path: Path, data: dict[str, Any]) -> None:
     """Write `data` to `path` atomically and durably: a reader, even after a power
     loss, sees the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 

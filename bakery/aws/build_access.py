@@ -26,8 +26,8 @@ import botocore.exceptions
 
 from bakery.aws import tags
 from bakery.aws.clients import aws_errors
+from bakery.aws.network import delete_security_group, ingress_cidr_for
 from bakery.aws.progress import INSTANCE_WAIT, say, waiting
-from bakery.aws.verify import delete_security_group, ingress_cidr_for
 from bakery.config import BakeryConfig
 from bakery.errors import BadInput, BakeryError, MissingTool
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from bakery.aws import tags
 from bakery.aws.clients import aws_errors, ec2_client
 from bakery.aws.images import regions_of
+from bakery.aws.network import delete_security_group
 from bakery.aws.progress import INSTANCE_WAIT, say, waiting
-from bakery.aws.verify import delete_security_group
 from bakery.config import BakeryConfig
 
 if TYPE_CHECKING:

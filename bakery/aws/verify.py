@@ -13,12 +13,10 @@ killed process could not.
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
 import subprocess
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,8 +29,9 @@ import botocore.exceptions
 
 from bakery.aws import tags
 from bakery.aws.build import build_on_aws
-from bakery.aws.clients import aws_errors, ec2_client, error_code
+from bakery.aws.clients import aws_errors, ec2_client
 from bakery.aws.images import newest_first, role_image, role_images, status, tag_image
+from bakery.aws.network import delete_security_group, ingress_cidr_for
 from bakery.aws.progress import INSTANCE_WAIT, say, waiting
 from bakery.aws.records import RECORDS_DIR, REPORTS_DIR, record_path
 from bakery.config import BakeryConfig
@@ -57,9 +56,6 @@ if TYPE_CHECKING:
 # Long enough for a slow boot and the whole suite; after this the janitor may remove it.
 TEST_RESOURCE_LIFETIME = timedelta(hours=3)
 # A deleted instance holds its security group for a while after it is terminated.
-GROUP_DELETE_ATTEMPTS = 12
-GROUP_DELETE_DELAY_S = 10.0
-CHECKIP_URL = "https://checkip.amazonaws.com"
 
 
 @dataclass(frozen=True)
@@ -121,26 +117,6 @@ def summarise(failed: tuple[str, ...]) -> str:
     if not failed:
         return ""
     return tags.fit(f"{len(failed)} failed: " + ", ".join(failed))
-
-
-def ingress_cidr_for(address: str | None) -> str:
-    """The /32 (or /128) SSH may come from: the given address or this machine's public one."""
-    if address is None:
-        try:
-            with urllib.request.urlopen(CHECKIP_URL, timeout=10) as response:
-                address = response.read().decode().strip()
-        except OSError as exc:
-            raise BadInput(
-                f"cannot find this machine's public address ({exc}): pass the runner's "
-                "address (ingress_cidr), or configure aws.security_group_id"
-            ) from exc
-    try:
-        network = ipaddress.ip_network(address, strict=True)
-    except ValueError as exc:
-        raise BadInput(f"ingress address {address!r} is not an IP address: {exc}") from exc
-    if network.num_addresses != 1:
-        raise BadInput(f"ingress {address} is a range: SSH is only opened to one address (/32)")
-    return str(network)
 
 
 def _tag_spec(kind: ResourceTypeType, values: dict[str, str]) -> TagSpecificationTypeDef:
@@ -234,20 +210,6 @@ def _vpc_id(ec2: EC2Client, cfg: BakeryConfig) -> str:
             "aws.security_group_id) for the test instance"
         )
     return vpcs[0]["VpcId"]
-
-
-def delete_security_group(
-    ec2: EC2Client, group_id: str, sleep: Callable[[float], None] = time.sleep
-) -> None:
-    """Delete a group, waiting out the DependencyViolation of a just-terminated instance."""
-    for attempt in range(GROUP_DELETE_ATTEMPTS):
-        try:
-            ec2.delete_security_group(GroupId=group_id)
-            return
-        except botocore.exceptions.ClientError as exc:
-            if error_code(exc) != "DependencyViolation" or attempt == GROUP_DELETE_ATTEMPTS - 1:
-                raise
-            sleep(GROUP_DELETE_DELAY_S)
 
 
 def _create_security_group(

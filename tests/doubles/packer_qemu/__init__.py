@@ -1,7 +1,7 @@
 """Test doubles of Packer, QEMU and mmdebstrap for the fault tests (tests/unit/local/).
 
 Put this folder first on PATH. Each double behaves like the real tool where the fault
-tests need it (process tree, exit codes, output files), as `PACKER_DOUBLE` and
+tests need it (process tree, exit codes, output files), as `DOUBLE_PACKER_MODE` and
 `QEMU_DOUBLE` say; none of them boots anything.
 """
 

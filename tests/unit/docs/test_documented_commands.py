@@ -292,7 +292,7 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
     "invoke clean --leftovers": (
         Test(
             "tests/unit/local/test_faults.py::"
-            "test_doctor_reports_a_dead_runs_leftovers_and_clean_removes_them"
+            "test_host_check_reports_a_dead_runs_leftovers_and_clean_removes_them"
         ),
     ),
     "invoke schema": (Run(schema_written),),

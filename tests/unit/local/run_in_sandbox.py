@@ -21,20 +21,31 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
-from bakery.verify.vm import booted, end_stale_boots
 from rich.console import Console
 
 from bakery import processes
 from bakery.config import load_config
 from bakery.errors import BakeryError
-from bakery.local import build
+from bakery.local import base_image, build
 from bakery.local.base_image import ensure_base_image
+from bakery.local.vm import booted, end_stale_boots
 from bakery.progress import Progress
+from bakery.records import ImageRecord, write_record
 
 ROLE = "frontend"
 
 
+# The sandbox's Debian mirror: the doubles never fetch, and a unit test reads no host
+# apt sources (tests/unit/host_state.py).
+SANDBOX_MIRROR = "http://mirror.invalid/debian"
+
+
+def sandbox_mirror(suite: str) -> str:
+    return SANDBOX_MIRROR
+
+
 def point_into(root: Path) -> None:
+    base_image.host_debian_mirror = sandbox_mirror
     build.REPO_ROOT = root
     build.BUILD_ROOT = root / "build"
     build.WORK_ROOT = processes.WORK_ROOT = root / "build" / ".work"
@@ -66,7 +77,7 @@ def main(root: Path, what: str, arg: str | None) -> int:
                 pool.submit(
                     lambda name: stack.enter_context(
                         booted(root / "image.qcow2", name, {}, work, "tcg",
-                               1, 256, float(arg or 600))
+                               1, 256, float(arg or 600), user="admin")
                     ),
                     name,
                 )
@@ -77,9 +88,12 @@ def main(root: Path, what: str, arg: str | None) -> int:
         return 0
     if what == "records":
         for count in range(int(arg or 1)):
-            record = {"role": ROLE, "count": count, "padding": "x" * 200_000}
-            build.image_dir(ROLE).mkdir(parents=True, exist_ok=True)
-            build.write_record(ROLE, record)
+            record = ImageRecord(
+                role=ROLE, os="debian12", target="local", image=f"{ROLE}-{count}.qcow2",
+                inputs_hash=str(count), git_commit="", packer_version="", built_at="",
+                path=build.record_path(ROLE), details={"padding": "x" * 200_000},
+            )  # fmt: skip
+            write_record(record)
             print(json.dumps({"written": count}), flush=True)
         return 0
     raise SystemExit(f"unknown run {what}")

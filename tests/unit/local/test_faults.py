@@ -30,10 +30,11 @@ from rich.console import Console
 from bakery import artifacts, processes
 from bakery.artifacts import AGENT_DOUBLE_SOURCES, tree_hash
 from bakery.config import REPO_ROOT, load_config
-from bakery.local import build
+from bakery.local import base_image, build
 from bakery.local.base_image import _hash, base_inputs
 from bakery.progress import Progress
 from tests.doubles.packer_qemu import DOUBLES_BIN
+from tests.unit.local.run_in_sandbox import sandbox_mirror
 
 ROLE = "frontend"
 OVERRIDES = ["local.accelerator=tcg", "local.cache_dir=cache", "local.disk_size_gb=2"]
@@ -122,7 +123,7 @@ def record(root: Path) -> dict[str, object] | None:
 
 
 def assert_converged(root: Path) -> dict[str, object]:
-    code, output = finish(root, "build", PACKER_DOUBLE="ok")
+    code, output = finish(root, "build", DOUBLE_PACKER_MODE="ok")
     assert code == 0, output
     built = record(root)
     assert built is not None
@@ -135,7 +136,9 @@ def assert_converged(root: Path) -> dict[str, object]:
 def seed_base_image(root: Path) -> Path:
     """A cached base image that passes its hash check (the bake double never boots it)."""
     cfg = load_config(ROLE, "local", overrides=OVERRIDES)
-    folder = root / "cache" / "base" / _hash(base_inputs(cfg))
+    with pytest.MonkeyPatch.context() as patch:  # the sandbox's mirror, as its runs see it
+        patch.setattr(base_image, "host_debian_mirror", sandbox_mirror)
+        folder = root / "cache" / "base" / _hash(base_inputs(cfg))
     folder.mkdir(parents=True)
     (folder / "base.qcow2").write_bytes(b"QFI\xfb base image double")
     for name in ("vmlinuz", "initrd.img"):
@@ -176,7 +179,7 @@ def mounted_tmpfs(where: Path, options: str) -> Iterator[None]:
 
 
 def test_sigkill_during_a_bake_leaves_no_process_and_the_rerun_converges(sandbox: Path) -> None:
-    run = start(sandbox, "build", PACKER_DOUBLE="hang")
+    run = start(sandbox, "build", DOUBLE_PACKER_MODE="hang")
     wait_for(sandbox, "qemu-system-x86_64")
     kill_and_expect_nothing_left(sandbox, run)
     assert record(sandbox) is None and not (sandbox / "build" / "images" / ROLE).exists()
@@ -240,12 +243,12 @@ def test_qemu_killed_under_packer_fails_the_bake_and_keeps_the_previous_image(
     sandbox: Path,
 ) -> None:
     previous = assert_converged(sandbox)
-    run = start(sandbox, "build", PACKER_DOUBLE="hang")
+    run = start(sandbox, "build", DOUBLE_PACKER_MODE="hang")
     (qemu,) = [p for p in wait_for(sandbox, "qemu-system-x86_64") if "qemu-system" in p]
     os.kill(int(qemu.split()[0]), signal.SIGKILL)
     output, _ = run.communicate(timeout=120)
     assert run.returncode == 1
-    assert "packer build failed (exit 1)" in output and "logs/frontend/packer.log" in output
+    assert "(exit 1); full log:" in output and "logs/frontend/packer.log" in output
     assert processes_of(sandbox) == [] and left_in_work(sandbox) == []
     assert record(sandbox) == previous
     assert (sandbox / "build" / "images" / ROLE / str(previous["image"])).is_file()
@@ -254,12 +257,12 @@ def test_qemu_killed_under_packer_fails_the_bake_and_keeps_the_previous_image(
 
 @pytest.mark.parametrize(
     ("mode", "says"),
-    [("crash", "packer build failed (exit 2)"), ("ssh-timeout", "packer build failed (exit 1)")],
+    [("crash", "(exit 2); full log:"), ("ssh-timeout", "(exit 1); full log:")],
 )
 def test_packer_crashing_or_ssh_timing_out_leaves_no_qemu(
     sandbox: Path, mode: str, says: str
 ) -> None:
-    code, output = finish(sandbox, "build", PACKER_DOUBLE=mode)
+    code, output = finish(sandbox, "build", DOUBLE_PACKER_MODE=mode)
     assert code == 1 and says in output, output
     assert processes_of(sandbox) == [] and left_in_work(sandbox) == []
     assert record(sandbox) is None
@@ -269,7 +272,7 @@ def test_packer_crashing_or_ssh_timing_out_leaves_no_qemu(
 def test_a_full_disk_during_a_bake_fails_and_keeps_the_previous_image(sandbox: Path) -> None:
     with mounted_tmpfs(sandbox / "build", "size=4m"):
         previous = assert_converged(sandbox)
-        code, output = finish(sandbox, "build", PACKER_DOUBLE="fill-disk")
+        code, output = finish(sandbox, "build", DOUBLE_PACKER_MODE="fill-disk")
         assert code == 1, output
         # Packer's failure, or bakery's own write of Packer's log on the same full disk,
         # whichever meets the full disk first: one line either way.
@@ -283,7 +286,7 @@ def test_a_full_disk_during_a_bake_fails_and_keeps_the_previous_image(sandbox: P
 
 def test_an_unwritable_cache_fails_with_one_line_naming_it(tmp_path: Path) -> None:
     with mounted_tmpfs(tmp_path / "cache", "ro,size=1m"):
-        code, output = finish(tmp_path, "build", PACKER_DOUBLE="ok")
+        code, output = finish(tmp_path, "build", DOUBLE_PACKER_MODE="ok")
     assert code == 1
     (line,) = [line for line in output.splitlines() if line.startswith("bakery:")]
     assert f"cannot write {tmp_path / 'cache'}" in line and "Read-only file system" in line
@@ -298,9 +301,9 @@ def test_an_unwritable_cache_fails_with_one_line_naming_it(tmp_path: Path) -> No
 def test_a_second_build_refuses_naming_the_first_and_a_killed_ones_lock_does_not_block(
     sandbox: Path,
 ) -> None:
-    first = start(sandbox, "build", PACKER_DOUBLE="hang")
+    first = start(sandbox, "build", DOUBLE_PACKER_MODE="hang")
     wait_for(sandbox, "qemu-system-x86_64")
-    code, output = finish(sandbox, "build", PACKER_DOUBLE="ok")
+    code, output = finish(sandbox, "build", DOUBLE_PACKER_MODE="ok")
     assert code == 2
     assert f"another `invoke build` is running in this checkout (pid {first.pid} holds" in output
     kill_and_expect_nothing_left(sandbox, first)
@@ -311,7 +314,7 @@ def test_a_second_build_refuses_naming_the_first_and_a_killed_ones_lock_does_not
 
 
 def _kill_run_and_its_watchdog(root: Path) -> None:
-    run = start(root, "build", PACKER_DOUBLE="hang")
+    run = start(root, "build", DOUBLE_PACKER_MODE="hang")
     found = wait_for(root, "qemu-system-x86_64")
     (watchdog,) = [p for p in found if "_watch" in p]
     os.kill(int(watchdog.split()[0]), signal.SIGKILL)
@@ -324,27 +327,27 @@ def _kill_run_and_its_watchdog(root: Path) -> None:
 
 def test_what_a_run_killed_with_its_watchdog_left_is_swept_by_the_next_run(sandbox: Path) -> None:
     _kill_run_and_its_watchdog(sandbox)
-    code, output = finish(sandbox, "build", PACKER_DOUBLE="ok")
+    code, output = finish(sandbox, "build", DOUBLE_PACKER_MODE="ok")
     assert code == 0, output
     (line,) = [line for line in output.splitlines() if "removed what an earlier run left" in line]
     assert "2 process(es)" in line and "1 work folder(s)" in line and "of 1 dead run(s)" in line
     assert processes_of(sandbox) == [] and left_in_work(sandbox) == []
 
 
-def test_doctor_reports_a_dead_runs_leftovers_and_clean_removes_them(
+def test_host_check_reports_a_dead_runs_leftovers_and_clean_removes_them(
     sandbox: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bakery import doctor
+    from bakery import host_check
     from tasks import clean
 
     _kill_run_and_its_watchdog(sandbox)
     monkeypatch.setattr(processes, "WORK_ROOT", sandbox / "build" / ".work")
-    finding = doctor.check_leftovers()
+    finding = host_check.check_leftovers()
     assert not finding.ok and finding.fix == "invoke clean --leftovers"
     assert "2 process(es)" in finding.detail and "qemu-system-x86_64" in finding.detail
     clean(Context(), leftovers=True)
     assert processes_of(sandbox) == [] and left_in_work(sandbox) == []
-    assert doctor.check_leftovers().ok
+    assert host_check.check_leftovers().ok
 
 
 # --- caches and records ------------------------------------------------------------
@@ -415,14 +418,14 @@ def test_a_truncated_record_from_an_older_bakery_means_rebuild(sandbox: Path) ->
     path.write_text(path.read_text()[:40])
     build.IMAGES_ROOT, saved = sandbox / "build" / "images", build.IMAGES_ROOT
     try:
-        assert build.read_record(ROLE) is None
+        assert build.local_record(ROLE) is None
     finally:
         build.IMAGES_ROOT = saved
     assert assert_converged(sandbox)["inputs_hash"] == built["inputs_hash"]
 
 
 def test_a_sweep_leaves_a_live_runs_processes_and_folders_alone(sandbox: Path) -> None:
-    run = start(sandbox, "build", PACKER_DOUBLE="hang")
+    run = start(sandbox, "build", DOUBLE_PACKER_MODE="hang")
     running = wait_for(sandbox, "qemu-system-x86_64")
     work = left_in_work(sandbox)
     assert not processes.sweep(sandbox / "build" / ".work")  # a second run's sweep
