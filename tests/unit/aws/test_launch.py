@@ -354,6 +354,7 @@ def test_a_group_reaching_the_agent_from_its_own_members_is_refused_too(ec2: Any
 def test_a_group_open_only_on_the_app_port_is_attached(
     ec2: Any, ssm: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """`invoke launch-template --role backend -e staging --security-group sg-0123456789abcdef0`"""
     make_image()
     release(make_config("backend"), "staging", clock=clock())
     group = make_group(ec2, "web", APP_PORT)
