@@ -119,18 +119,24 @@ def tag_image(ec2: EC2Client, image: ImageTypeDef, values: dict[str, str]) -> No
         ec2.create_tags(Resources=resources, Tags=tags.as_list(values))
 
 
-def delete_image(ec2: EC2Client, image: ImageTypeDef) -> None:
+def delete_image(ec2: EC2Client, image: ImageTypeDef, role: str | None = None) -> None:
     """Deregister the image, then delete its snapshots (deregistering keeps them).
 
     The snapshots are tagged with the image's id first: once the image is gone nothing
     else ties them to it, so a delete interrupted after the deregister leaves snapshots
     that `orphaned_snapshots` finds again. Safe to repeat: what is gone stays gone.
+    The role tag goes with it (the image's, else `role`): the pipeline policy lets bakery
+    tag only snapshots that carry or get one.
     """
     ami_id = image["ImageId"]
     snapshots = snapshot_ids(image)
+    marker = {tags.DELETING_WITH: ami_id}
+    owner = tags.as_dict(image.get("Tags")).get(tags.ROLE) or role
+    if owner:
+        marker[tags.ROLE] = owner
     with aws_errors(f"deleting {ami_id}"):
         if snapshots:
-            ec2.create_tags(Resources=snapshots, Tags=tags.as_list({tags.DELETING_WITH: ami_id}))
+            ec2.create_tags(Resources=snapshots, Tags=tags.as_list(marker))
         try:
             ec2.deregister_image(ImageId=ami_id)
         except botocore.exceptions.ClientError as exc:

@@ -78,6 +78,7 @@ class FailingCallsDouble:
     fail_operations: Collection[str] = ()
     calls: list[Call] = field(default_factory=list)
     failed: list[Call] = field(default_factory=list)
+    _lost: dict[int, Call] = field(default_factory=dict)
 
     def _should_fail(self, index: int, call: Call) -> bool:
         if index == self.fail_index:
@@ -89,33 +90,48 @@ class FailingCallsDouble:
             for done in self.failed
         )
 
-    def hook(self, client: Any) -> Any:
-        service = client.meta.service_model.service_name
-        region = client.meta.region_name
-        pending: dict[int, Call] = {}
+    def before_call(self, call: Call, context: dict[str, Any]) -> None:
+        index = len(self.calls)
+        self.calls.append(call)
+        if not self._should_fail(index, call):
+            return
+        self.failed.append(call)
+        if self.kind == LOST_REPLY and call.writes:
+            self._lost[id(context)] = call  # let AWS apply it; lose the reply
+            return
+        raise injected_error(self.kind, call)
 
-        def before_call(
-            model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any
-        ) -> None:
-            call = Call(service, model.name, region, params)
-            index = len(self.calls)
-            self.calls.append(call)
-            if not self._should_fail(index, call):
-                return
-            self.failed.append(call)
-            if self.kind == LOST_REPLY and call.writes:
-                pending[id(context)] = call  # let AWS apply it; lose the reply
-                return
-            raise injected_error(self.kind, call)
+    def after_call(self, context: dict[str, Any]) -> None:
+        call = self._lost.pop(id(context), None)
+        if call is not None:
+            raise injected_error(LOST_REPLY, call)
 
-        def after_call(context: dict[str, Any], **_: Any) -> None:
-            call = pending.pop(id(context), None)
-            if call is not None:
-                raise injected_error(LOST_REPLY, call)
 
-        client.meta.events.register("before-call", before_call)
-        client.meta.events.register("after-call", after_call)
-        return client
+_REAL_CLIENT: Callable[..., Any] = clients.aws_client
+_ACTIVE: list[FailingCallsDouble] = []
+# One client per service and region for every block: building one costs more than the
+# calls a test makes with it, and bakery's clients keep no state between calls.
+_BUILT: dict[tuple[str, str], Any] = {}
+
+
+def _hooked_client(service: Any, region: str) -> Any:
+    """bakery's client, whose calls go through the innermost active double."""
+    if (service, region) in _BUILT:
+        return _BUILT[service, region]
+    client = _REAL_CLIENT(service, region)
+
+    def before_call(model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        if _ACTIVE:
+            _ACTIVE[-1].before_call(Call(service, model.name, region, params), context)
+
+    def after_call(context: dict[str, Any], **_: Any) -> None:
+        if _ACTIVE:
+            _ACTIVE[-1].after_call(context)
+
+    client.meta.events.register("before-call", before_call)
+    client.meta.events.register("after-call", after_call)
+    _BUILT[service, region] = client
+    return client
 
 
 @contextmanager
@@ -124,12 +140,11 @@ def fail_calls_double(
     kind: str = THROTTLED,
     fail_at: Collection[str] = (),
 ) -> Iterator[FailingCallsDouble]:
-    """Hook every client bakery builds inside the block (see FailingCallsDouble)."""
+    """Route every client bakery builds inside the block through a FailingCallsDouble."""
     double = FailingCallsDouble(fail_index, kind, fail_at)
-    real: Callable[..., Any] = clients.aws_client
-
-    def hooked(service: Any, region: str) -> Any:
-        return double.hook(real(service, region))
-
-    with mock.patch.object(clients, "aws_client", hooked):
-        yield double
+    _ACTIVE.append(double)
+    try:
+        with mock.patch.object(clients, "aws_client", _hooked_client):
+            yield double
+    finally:
+        _ACTIVE.remove(double)
