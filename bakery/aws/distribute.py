@@ -135,12 +135,15 @@ def _finish_copy(ec2: EC2Client, cfg: BakeryConfig, source: ImageTypeDef, copy_i
         copy = describe_image(ec2, copy_id)
     if copy is None:
         raise OperationFailed(f"copy {copy_id} disappeared while it was being made")
+    # Promotions and rollbacks are facts of one region: the release writes them per copy.
     values = {
-        **tags.as_dict(source.get("Tags")),
-        tags.COPIED_FROM: source["ImageId"],
-        tags.COPIED_FROM_REGION: cfg.aws.region,
+        key: value
+        for key, value in tags.as_dict(source.get("Tags")).items()
+        if not key.startswith((tags.PROMOTED_PREFIX, tags.ROLLED_BACK_PREFIX))
     }
-    tag_image(ec2, copy, values)
+    values |= {tags.COPIED_FROM: source["ImageId"], tags.COPIED_FROM_REGION: cfg.aws.region}
+    if not values.items() <= tags.as_dict(copy.get("Tags")).items():
+        tag_image(ec2, copy, values)  # one call: the copy's snapshots get them with it
     with aws_errors(f"applying bakery's guarantees to copy {copy_id}"):
         if cfg.aws.imdsv2_required and copy.get("ImdsSupport") != "v2.0":
             ec2.modify_image_attribute(ImageId=copy_id, ImdsSupport={"Value": "v2.0"})

@@ -38,7 +38,7 @@ from bakery.aws.distribute import (
 from bakery.aws.images import describe_image, newest_first, role_image, role_images, status
 from bakery.aws.progress import say
 from bakery.config import BakeryConfig
-from bakery.errors import BadInput
+from bakery.errors import BadInput, OperationFailed
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -187,10 +187,16 @@ class _Step:
 
 
 def _promote_in_region(
-    step: _Step, name: str, environment: str, description: str, now: str
+    step: _Step,
+    name: str,
+    environment: str,
+    description: str,
+    now: str,
+    before_done: Callable[[], None] = lambda: None,
 ) -> int | None:
     """Point the region's parameter at the step's image; the version this run wrote,
-    or None when it already pointed there. Each write is skipped when already done."""
+    or None when it already pointed there. Each write is skipped when already done;
+    `before_done` runs just before the done marker."""
     ec2, ssm, image_id = step.ec2, step.ssm, step.image["ImageId"]
     present = tags.as_dict(step.image.get("Tags"))
     with aws_errors(f"promoting {image_id} to {environment} in {step.region}"):
@@ -226,10 +232,22 @@ def _promote_in_region(
             ec2.create_tags(
                 Resources=[image_id], Tags=tags.as_list({tags.promoted_key(environment): now})
             )
-    with aws_errors(f"labelling {name} v{version} {CURRENT} in {step.region}"):
-        if CURRENT not in labels:  # the "done" marker: last
-            _label(ssm, name, version, CURRENT)
+    before_done()
+    if CURRENT not in labels:  # the "done" marker: last
+        _mark_done(ssm, name, version, step.region)
     return written
+
+
+def _mark_done(ssm: SSMClient, name: str, version: int, region: str) -> None:
+    """Label the version `current`. When the reply is lost, the label is read back:
+    a rollback re-run after a done marker that did land would roll back a second time."""
+    try:
+        with aws_errors(f"labelling {name} v{version} {CURRENT} in {region}"):
+            _label(ssm, name, version, CURRENT)
+    except OperationFailed:
+        landed = [h for h in parameter_history(ssm, name) if h.version == version]
+        if not landed or CURRENT not in landed[0].labels:
+            raise
 
 
 def _copy_of(ec2: EC2Client, ami_id: str) -> str | None:
@@ -300,14 +318,20 @@ def release(
         check_not_public(where_ec2, where_image, where)
         bad = _copy_of(where_ec2, home_bad) if home_bad else None
         steps.append(_Step(where, where_ec2, ssm_client(where), where_image, bad))
-    steps.append(_Step(region, ec2, ssm, image, home_bad))  # home last: done means done
-    version: int | None = None
+    home = _Step(region, ec2, ssm, image, home_bad)
     for step in steps:
-        version = _promote_in_region(step, name, environment, description, now)
+        _promote_in_region(step, name, environment, description, now)
+
+    def still_private() -> None:
+        # The check after the release, before its done marker: a rollback re-run after
+        # a failure past the marker would roll back a second time.
+        for step in [*steps, home]:
+            check_not_public(step.ec2, step.image, step.region)
+
+    # Home last, so its done marker means done everywhere.
+    version = _promote_in_region(home, name, environment, description, now, still_private)
     if resuming and unfinished is not None:
         version = unfinished.version
-    for step in steps:  # nothing opened it meanwhile
-        check_not_public(step.ec2, step.image, step.region)
     if version is None:
         say(f"{environment} already runs {cfg.role} {target}")
     else:
