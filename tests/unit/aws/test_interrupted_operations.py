@@ -163,10 +163,27 @@ SCENARIOS: dict[str, Scenario] = {
 _ID = re.compile(r"\b(ami|snap|i|sg|vol|key|eni)-[0-9a-f]{8,17}\b")
 
 
+_NEW_CLIENT = boto3.client
+
+
 @functools.cache
 def _client(service: str, region: str) -> Any:
-    """One reading client per service and region: moto answers it across resets."""
-    return boto3.client(service, region_name=region)
+    """One client per service and region for arranging and reading the state: building
+    one costs more than the calls made with it, and moto answers it across resets."""
+    return _NEW_CLIENT(service, region_name=region)
+
+
+@contextmanager
+def arranging() -> Iterator[None]:
+    """What a scenario arranges, with cached clients (conftest's helpers build one per
+    call) and bakery's through the double, failing nothing."""
+    with (
+        mock.patch.object(
+            boto3, "client", lambda service, region_name: _client(service, region_name)
+        ),
+        fail_calls_double(),
+    ):
+        yield
 
 
 def _ssm_state(region: str) -> dict[str, Any]:
@@ -314,7 +331,7 @@ def recording(name: str) -> Recording:
     if name not in RECORDINGS:
         scenario = SCENARIOS[name]
         with offline_aws():
-            with fail_calls_double():
+            with arranging():
                 context = scenario.arrange()
             with fail_calls_double() as double:
                 scenario.act(context)
@@ -365,7 +382,7 @@ def test_every_operation_is_recorded_with_writes(aws: None) -> None:
 def test_operation_converges_after_a_failure_at_any_call(moto: Any, case: Case) -> None:
     scenario = SCENARIOS[case.scenario]
     moto.reset()
-    with fail_calls_double():  # only for its clients: arranging fails nothing
+    with arranging():
         context = scenario.arrange()
     expected = recording(case.scenario).end_state
     try:
