@@ -214,6 +214,18 @@ def test_share_settings_are_checked_before_anything_is_copied(ec2: Any, ssm: Any
     assert other.describe_images(Owners=["self"])["Images"] == []
 
 
+def open_snapshot_to_everyone(client: Any, ami: str) -> str:
+    """What someone else did: the snapshot behind the image, public; its id."""
+    [snapshot] = snapshot_ids_of(client, ami)
+    client.modify_snapshot_attribute(
+        SnapshotId=snapshot,
+        Attribute="createVolumePermission",
+        OperationType="add",
+        GroupNames=["all"],
+    )
+    return str(snapshot)
+
+
 @pytest.mark.parametrize("public", ["image", "snapshot"])
 def test_a_public_image_or_snapshot_is_never_released(ec2: Any, ssm: Any, public: str) -> None:
     ami = make_image()
@@ -221,13 +233,7 @@ def test_a_public_image_or_snapshot_is_never_released(ec2: Any, ssm: Any, public
         ec2.modify_image_attribute(ImageId=ami, LaunchPermission={"Add": [{"Group": "all"}]})
         opened = ami
     else:
-        [opened] = snapshot_ids_of(ec2, ami)
-        ec2.modify_snapshot_attribute(
-            SnapshotId=opened,
-            Attribute="createVolumePermission",
-            OperationType="add",
-            GroupNames=["all"],
-        )
+        opened = open_snapshot_to_everyone(ec2, ami)
     with pytest.raises(OperationFailed, match=f"{opened} .*public"):
         release(make_config("backend"), "production", ami, clock=clock())
     assert parameter_history(ssm, PARAMETER) == []
@@ -239,13 +245,7 @@ def test_a_public_snapshot_behind_a_copy_is_found_in_its_region(ec2: Any, ssm: A
     cfg = make_config("backend", COPYING)
     first = release(cfg, "staging", ami, clock=clock())
     other = boto3.client("ec2", region_name=OTHER_REGION)
-    [opened] = snapshot_ids_of(other, first.regions[OTHER_REGION])
-    other.modify_snapshot_attribute(
-        SnapshotId=opened,
-        Attribute="createVolumePermission",
-        OperationType="add",
-        GroupNames=["all"],
-    )
+    opened = open_snapshot_to_everyone(other, first.regions[OTHER_REGION])
     with pytest.raises(OperationFailed, match=f"{opened} .*{OTHER_REGION}"):
         release(cfg, "production", ami, clock=clock())
     assert parameter_history(ssm, PARAMETER) == []
