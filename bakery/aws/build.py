@@ -28,8 +28,11 @@ from bakery.aws.build_access import open_build_access
 from bakery.aws.clients import aws_errors, ec2_client
 from bakery.aws.images import (
     delete_image,
+    delete_orphaned_snapshots,
+    delete_snapshot,
     describe_image,
     find_source_image,
+    orphaned_snapshots,
     snapshot_ids,
     tag_image,
     wait_available,
@@ -218,15 +221,18 @@ def remove_run_leftovers(
     ec2: EC2Client, cfg: BakeryConfig, run_id: str, run_hash: str, named_before: frozenset[str]
 ) -> list[str]:
     """Delete the AMIs (with their snapshots), snapshots and build instances of one run
-    (see `run_resources`); returns the ids removed."""
+    (see `run_resources`); returns the ids removed. Safe to run again after a failure:
+    the snapshots of an AMI deregistered before it are found by `orphaned_snapshots`."""
     found = run_resources(ec2, cfg, run_id, run_hash, named_before)
-    removed: list[str] = []
+    orphans = orphaned_snapshots(ec2)
+    delete_orphaned_snapshots(ec2, orphans)
+    removed: list[str] = sorted(orphans)
     with aws_errors(f"removing what the failed {cfg.role} build left behind"):
         for ami_id, image in found.images.items():
-            delete_image(ec2, image)
+            delete_image(ec2, image, cfg.role)
             removed += [ami_id, *snapshot_ids(image)]
         for snapshot in sorted(found.snapshots - set(removed)):
-            ec2.delete_snapshot(SnapshotId=snapshot)
+            delete_snapshot(ec2, snapshot)
             removed.append(snapshot)
         if found.instances:
             ec2.terminate_instances(InstanceIds=sorted(found.instances))
@@ -240,7 +246,10 @@ def _clean_up_after_failure(
     try:
         removed = remove_run_leftovers(ec2, cfg, run_id, run_hash, named_before)
     except BakeryError as exc:
-        say(f"[red]could not remove what the failed build left[/]: {exc}; `invoke prune` later")
+        say(
+            f"[red]could not remove what the failed build left[/]: {exc}; it carries "
+            f"{tags.RUN_ID}={run_id} (AMIs, snapshots, the build instance): remove those by hand"
+        )
         return
     if removed:
         say(f"removed what the failed {cfg.role} build left: {', '.join(removed)}")

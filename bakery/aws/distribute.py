@@ -79,12 +79,28 @@ def kms_key_for(cfg: BakeryConfig, region: str) -> str | None:
     )
 
 
-def _existing_copy(ec2: EC2Client, ami_id: str) -> ImageTypeDef | None:
+def _copy_description(cfg: BakeryConfig, ami_id: str) -> str:
+    return f"bakery {cfg.role} image, copy of {ami_id} in {cfg.aws.region}"
+
+
+def _existing_copy(ec2: EC2Client, cfg: BakeryConfig, source: ImageTypeDef) -> ImageTypeDef | None:
+    """An earlier copy of the source: by its tag, or, when the run that started it was
+    cut off before tagging it, by the name and description it was started with."""
+    ami_id = source["ImageId"]
     with aws_errors(f"looking for an earlier copy of {ami_id}"):
         found = ec2.describe_images(
-            Owners=["self"], Filters=[{"Name": f"tag:{tags.COPIED_FROM}", "Values": [ami_id]}]
+            Owners=["self"],
+            Filters=[{"Name": "name", "Values": [source.get("Name", ami_id)]}],
         )["Images"]
-    usable = [image for image in found if image.get("State") in ("available", "pending")]
+    usable = [
+        image
+        for image in found
+        if image.get("State") in ("available", "pending")
+        and (
+            tags.as_dict(image.get("Tags")).get(tags.COPIED_FROM) == ami_id
+            or image.get("Description") == _copy_description(cfg, ami_id)
+        )
+    ]
     return usable[0] if usable else None
 
 
@@ -93,7 +109,7 @@ def _start_copy(ec2: EC2Client, cfg: BakeryConfig, image: ImageTypeDef, region: 
         "SourceImageId": image["ImageId"],
         "SourceRegion": cfg.aws.region,
         "Name": image.get("Name", image["ImageId"]),
-        "Description": f"bakery {cfg.role} image, copy of {image['ImageId']} in {cfg.aws.region}",
+        "Description": _copy_description(cfg, image["ImageId"]),
         "Encrypted": True,
         # Tagged as it is made (ec2:CreateAction=CopyImage): never an untagged AMI.
         "TagSpecifications": [
@@ -103,6 +119,9 @@ def _start_copy(ec2: EC2Client, cfg: BakeryConfig, image: ImageTypeDef, region: 
             }
             for kind in ("image", "snapshot")
         ],
+        # The same token for the same copy: AWS returns the first copy when a retry
+        # repeats a request whose reply was lost, instead of making a second one.
+        "ClientToken": f"bakery-copy-{image['ImageId']}",
     }
     key = kms_key_for(cfg, region)
     if key:
@@ -124,12 +143,15 @@ def _finish_copy(ec2: EC2Client, cfg: BakeryConfig, source: ImageTypeDef, copy_i
         copy = describe_image(ec2, copy_id)
     if copy is None:
         raise OperationFailed(f"copy {copy_id} disappeared while it was being made")
+    # Promotions and rollbacks are facts of one region: the release writes them per copy.
     values = {
-        **tags.as_dict(source.get("Tags")),
-        tags.COPIED_FROM: source["ImageId"],
-        tags.COPIED_FROM_REGION: cfg.aws.region,
+        key: value
+        for key, value in tags.as_dict(source.get("Tags")).items()
+        if not key.startswith((tags.PROMOTED_PREFIX, tags.ROLLED_BACK_PREFIX))
     }
-    tag_image(ec2, copy, values)
+    values |= {tags.COPIED_FROM: source["ImageId"], tags.COPIED_FROM_REGION: cfg.aws.region}
+    if not values.items() <= tags.as_dict(copy.get("Tags")).items():
+        tag_image(ec2, copy, values)  # one call: the copy's snapshots get them with it
     with aws_errors(f"applying bakery's guarantees to copy {copy_id}"):
         if cfg.aws.imdsv2_required and copy.get("ImdsSupport") != "v2.0":
             ec2.modify_image_attribute(ImageId=copy_id, ImdsSupport={"Value": "v2.0"})
@@ -140,19 +162,25 @@ def _finish_copy(ec2: EC2Client, cfg: BakeryConfig, source: ImageTypeDef, copy_i
             )
 
 
+def copy_regions(cfg: BakeryConfig) -> list[str]:
+    """The regions a release copies to: `aws.copy_regions` without the home region."""
+    return [r for r in dict.fromkeys(cfg.aws.copy_regions) if r != cfg.aws.region]
+
+
 def copy_to_regions(cfg: BakeryConfig, ami_id: str) -> dict[str, str]:
     """Copy a verified AMI to every `aws.copy_regions`; {region: copy id}, idempotent."""
     home = ec2_client(cfg.aws.region)
     source = role_image(home, ami_id, cfg.role, cfg.aws.region)
     if status(source) != tags.VERIFIED:
         raise BadInput(f"{ami_id} is {status(source) or 'untagged'}: only verified AMIs are copied")
+    regions = copy_regions(cfg)
+    for region in regions:  # every key is checked before the first copy starts
+        kms_key_for(cfg, region)
     copies: dict[str, str] = {}
     started: list[tuple[EC2Client, str, str]] = []
-    for region in cfg.aws.copy_regions:
-        if region == cfg.aws.region:
-            continue
+    for region in regions:
         ec2 = ec2_client(region)
-        existing = _existing_copy(ec2, ami_id)
+        existing = _existing_copy(ec2, cfg, source)
         copy_id = existing["ImageId"] if existing else _start_copy(ec2, cfg, source, region)
         say(f"{'found' if existing else 'copying to'} {region}: {copy_id}")
         copies[region] = copy_id
@@ -175,15 +203,44 @@ def _launch_permissions(
     return permissions
 
 
-def _refuse_if_public(ec2: EC2Client, ami_id: str) -> None:
-    with aws_errors(f"reading the launch permissions of {ami_id}"):
+def public_parts(ec2: EC2Client, image: ImageTypeDef) -> list[str]:
+    """The ids of what anyone may use: the image when it is public, and each snapshot
+    behind it that anyone may create a volume from (a public snapshot exposes the disk
+    even when the image is private)."""
+    ami_id = image["ImageId"]
+    public: list[str] = []
+    with aws_errors(f"reading who may use {ami_id} and its snapshots"):
         granted = ec2.describe_image_attribute(ImageId=ami_id, Attribute="launchPermission")
-    if any(item.get("Group") == "all" for item in granted.get("LaunchPermissions", [])):
-        raise OperationFailed(
-            f"{ami_id} is public, which bakery never does: remove the 'all' launch permission "
-            "(aws ec2 modify-image-attribute --launch-permission 'Remove=[{Group=all}]') and "
-            "find out who added it"
-        )
+        if any(item.get("Group") == "all" for item in granted.get("LaunchPermissions", [])):
+            public.append(ami_id)
+        for snapshot in snapshot_ids(image):
+            allowed = ec2.describe_snapshot_attribute(
+                SnapshotId=snapshot, Attribute="createVolumePermission"
+            )
+            if any(p.get("Group") == "all" for p in allowed.get("CreateVolumePermissions", [])):
+                public.append(snapshot)
+    return public
+
+
+def check_not_public(ec2: EC2Client, image: ImageTypeDef, region: str) -> None:
+    """OperationFailed naming each public part of the image and how to close it."""
+    public = public_parts(ec2, image)
+    if not public:
+        return
+    fixes = [
+        f"aws ec2 modify-image-attribute --region {region} --image-id {found} "
+        "--launch-permission 'Remove=[{Group=all}]'"
+        if found.startswith("ami-")
+        else f"aws ec2 modify-snapshot-attribute --region {region} --snapshot-id {found} "
+        "--attribute createVolumePermission --operation-type remove --group-names all"
+        for found in public
+    ]
+    raise OperationFailed(
+        f"{', '.join(public)} ({image['ImageId']} in {region}) "
+        f"{'is' if len(public) == 1 else 'are'} public, which bakery never does: close "
+        f"{'it' if len(public) == 1 else 'them'} ({'; '.join(fixes)}) and find out who opened "
+        f"{'it' if len(public) == 1 else 'them'}; nothing was released"
+    )
 
 
 def share_image(
@@ -196,13 +253,14 @@ def share_image(
 ) -> list[str]:
     """Grant launch permission (and createVolumePermission on the snapshots) to the
     configured accounts and organisations, for the image and its copies; returns the
-    image ids shared. Public sharing is refused."""
+    image ids shared. Public sharing is refused, and every image is checked (verified,
+    not public) before the first permission is granted. Granting again is harmless."""
     accounts = list(cfg.aws.share_accounts if accounts is None else accounts)
     org_arns = list(cfg.aws.share_org_arns if org_arns is None else org_arns)
     check_share_targets(cfg, accounts, org_arns)
     if not accounts and not org_arns:
         return []
-    shared: list[str] = []
+    checked: list[tuple[EC2Client, str, ImageTypeDef]] = []
     for region, image_id in {cfg.aws.region: ami_id, **(copies or {})}.items():
         ec2 = ec2_client(region)
         image = role_image(ec2, image_id, cfg.role, region)
@@ -210,7 +268,10 @@ def share_image(
             raise BadInput(
                 f"{image_id} is {status(image) or 'untagged'}: only verified AMIs are shared"
             )
-        _refuse_if_public(ec2, image_id)
+        check_not_public(ec2, image, region)
+        checked.append((ec2, region, image))
+    for ec2, region, image in checked:
+        image_id = image["ImageId"]
         with aws_errors(f"sharing {image_id} in {region}"):
             ec2.modify_image_attribute(
                 ImageId=image_id,
@@ -225,7 +286,7 @@ def share_image(
                         OperationType="add",
                         UserIds=accounts,
                     )
-        shared.append(image_id)
+    shared = [image["ImageId"] for _, _, image in checked]
     if cfg.aws.kms_key_id:
         key = cfg.aws.kms_key_id
         say(f"shared {', '.join(shared)}: the key policy of {key} must let them use it")

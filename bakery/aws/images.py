@@ -119,12 +119,73 @@ def tag_image(ec2: EC2Client, image: ImageTypeDef, values: dict[str, str]) -> No
         ec2.create_tags(Resources=resources, Tags=tags.as_list(values))
 
 
-def delete_image(ec2: EC2Client, image: ImageTypeDef) -> None:
-    """Deregister the image, then delete its snapshots (deregistering keeps them)."""
-    with aws_errors(f"deleting {image['ImageId']}"):
-        ec2.deregister_image(ImageId=image["ImageId"])
-        for snapshot in snapshot_ids(image):
-            ec2.delete_snapshot(SnapshotId=snapshot)
+def delete_image(ec2: EC2Client, image: ImageTypeDef, role: str | None = None) -> None:
+    """Deregister the image, then delete its snapshots (deregistering keeps them).
+
+    The snapshots are tagged with the image's id first: once the image is gone nothing
+    else ties them to it, so a delete interrupted after the deregister leaves snapshots
+    that `orphaned_snapshots` finds again. Safe to repeat: what is gone stays gone.
+    The role tag goes with it (the image's, else `role`): the pipeline policy lets bakery
+    tag only snapshots that carry or get one.
+    """
+    ami_id = image["ImageId"]
+    snapshots = snapshot_ids(image)
+    marker = {tags.DELETING_WITH: ami_id}
+    owner = tags.as_dict(image.get("Tags")).get(tags.ROLE) or role
+    if owner:
+        marker[tags.ROLE] = owner
+    with aws_errors(f"deleting {ami_id}"):
+        if snapshots:
+            ec2.create_tags(Resources=snapshots, Tags=tags.as_list(marker))
+        try:
+            ec2.deregister_image(ImageId=ami_id)
+        except botocore.exceptions.ClientError as exc:
+            if not error_code(exc).startswith("InvalidAMIID"):
+                raise
+        for snapshot in snapshots:
+            delete_snapshot(ec2, snapshot)
+
+
+def delete_snapshot(ec2: EC2Client, snapshot_id: str) -> None:
+    """Delete a snapshot; one already gone is no error (a re-run after a lost reply)."""
+    try:
+        ec2.delete_snapshot(SnapshotId=snapshot_id)
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) != "InvalidSnapshot.NotFound":
+            raise
+
+
+def orphaned_snapshots(ec2: EC2Client) -> dict[str, str]:
+    """{snapshot id: AMI id} of the snapshots an interrupted `delete_image` left: tagged
+    for deletion with an AMI that no longer exists."""
+    with aws_errors("looking for snapshots of deleted AMIs"):
+        marked: dict[str, str] = {}
+        for page in ec2.get_paginator("describe_snapshots").paginate(
+            OwnerIds=["self"], Filters=[{"Name": "tag-key", "Values": [tags.DELETING_WITH]}]
+        ):
+            for snapshot in page.get("Snapshots", []):
+                marked[snapshot["SnapshotId"]] = tags.as_dict(snapshot.get("Tags"))[
+                    tags.DELETING_WITH
+                ]
+        if not marked:
+            return {}
+        # A filter, not ImageIds: naming an image that is gone is an error there.
+        alive = {
+            image["ImageId"]
+            for image in ec2.describe_images(
+                Owners=["self"],
+                Filters=[{"Name": "image-id", "Values": sorted(set(marked.values()))}],
+            ).get("Images", [])
+            if image.get("State") != "deregistered"
+        }
+    return {snapshot: ami_id for snapshot, ami_id in marked.items() if ami_id not in alive}
+
+
+def delete_orphaned_snapshots(ec2: EC2Client, orphans: dict[str, str]) -> None:
+    """Delete the snapshots `orphaned_snapshots` found."""
+    for snapshot, ami_id in sorted(orphans.items()):
+        with aws_errors(f"deleting {snapshot}, left by the deletion of {ami_id}"):
+            delete_snapshot(ec2, snapshot)
 
 
 def wait_available(ec2: EC2Client, ami_ids: Sequence[str], region: str) -> None:
@@ -167,7 +228,8 @@ def list_images(configs: Sequence[BakeryConfig]) -> list[ImageRow]:
     """bakery's images of the configs' roles in their regions, newest first per role."""
     rows: list[ImageRow] = []
     for cfg in configs:
-        for region in [cfg.aws.region, *cfg.aws.copy_regions]:
+        # copy_regions may name the home region too: list each region once.
+        for region in dict.fromkeys([cfg.aws.region, *cfg.aws.copy_regions]):
             ec2 = ec2_client(region)
             for image in newest_first(role_images(ec2, cfg.role)):
                 values = tags.as_dict(image.get("Tags"))

@@ -53,7 +53,9 @@ def _find(ec2: EC2Client, region: str, now: datetime) -> list[JanitorRow]:
     with aws_errors(f"listing test resources in {region}"):
         states: FilterTypeDef = {
             "Name": "instance-state-name",
-            "Values": ["pending", "running", "stopping", "stopped"],
+            # shutting-down too: a re-run after a cut-off terminate waits for it to go
+            # before deleting the group it holds.
+            "Values": ["pending", "running", "shutting-down", "stopping", "stopped"],
         }
         for page in ec2.get_paginator("describe_instances").paginate(
             Filters=[*_TEST_RESOURCES, states]

@@ -8,6 +8,11 @@ is what the images expect at launch: the instance profile whose role has the pol
 `invoke iam` writes (`iam/instance-<role>.json`), IMDSv2 required (the images are
 verified with it), bakery's tags, and cloud-init user data that writes
 /etc/bakery/launch.env (by default the role's example, docs/examples/user-data/).
+
+Security groups are optional, and checked: the CloudWatch agent listens on 0.0.0.0 for
+OTLP (4315, 4316) and the X-Ray proxy (2000) and authenticates no sender, so a group
+the template attaches may have no ingress rule that reaches those ports. The app on
+the instance reaches its agent through localhost, which no security group filters.
 """
 
 from __future__ import annotations
@@ -16,25 +21,35 @@ import base64
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import botocore.exceptions
 import yaml
 
 from bakery.aws import tags
-from bakery.aws.clients import aws_errors, ssm_client
+from bakery.aws.clients import aws_errors, ec2_client, error_code, ssm_client
 from bakery.aws.iam import instance_role_name
 from bakery.aws.release import check_environment, parameter_name, parameter_values
 from bakery.config import REPO_ROOT, BakeryConfig
 from bakery.errors import BadInput
 
 if TYPE_CHECKING:
-    from mypy_boto3_ec2.type_defs import RequestLaunchTemplateDataTypeDef
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.type_defs import (
+        IpPermissionOutputTypeDef,
+        RequestLaunchTemplateDataTypeDef,
+        SecurityGroupTypeDef,
+    )
 
 EXAMPLES = REPO_ROOT / "docs" / "examples" / "user-data"
 LAUNCH_ENV = "/etc/bakery/launch.env"
 # EC2 refuses more user data than this (counted before base64).
 MAX_USER_DATA_BYTES = 16 * 1024
+# The CloudWatch agent's OTLP gRPC, OTLP HTTP and X-Ray proxy ports: for the instance
+# itself only, so no security group rule may reach them.
+AGENT_PORTS = (4315, 4316, 2000)
 
 
 def example_user_data(role: str) -> Path:
@@ -69,8 +84,113 @@ def template_name(cfg: BakeryConfig, environment: str) -> str:
     return f"bakery-{cfg.role}-{environment}"
 
 
+def _reaches_agent_ports(rule: IpPermissionOutputTypeDef) -> list[int]:
+    protocol = str(rule.get("IpProtocol", ""))
+    if protocol == "-1":  # every protocol and port
+        return list(AGENT_PORTS)
+    if protocol not in ("tcp", "udp", "6", "17"):
+        return []
+    low, high = rule.get("FromPort", 0), rule.get("ToPort", 65535)
+    return [port for port in AGENT_PORTS if low <= port <= high]
+
+
+def agent_port_openings(group: SecurityGroupTypeDef) -> list[str]:
+    """Each ingress rule of the group that reaches an agent port, as text to act on."""
+    found = []
+    for rule in group.get("IpPermissions", []):
+        ports = _reaches_agent_ports(rule)
+        if not ports:
+            continue
+        sources = [
+            *(r.get("CidrIp", "") for r in rule.get("IpRanges", [])),
+            *(r.get("CidrIpv6", "") for r in rule.get("Ipv6Ranges", [])),
+            *(r.get("PrefixListId", "") for r in rule.get("PrefixListIds", [])),
+            *(r.get("GroupId", "") for r in rule.get("UserIdGroupPairs", [])),
+        ]
+        protocol = rule.get("IpProtocol", "")
+        what = "all traffic" if protocol == "-1" else f"{protocol} {rule.get('FromPort')}"
+        if protocol != "-1" and rule.get("ToPort") != rule.get("FromPort"):
+            what += f"-{rule.get('ToPort')}"
+        found.append(
+            f"{what} from {', '.join(sources) or 'anywhere'} (reaches {', '.join(map(str, ports))})"
+        )
+    return found
+
+
+def check_security_groups(ec2: EC2Client, group_ids: Sequence[str]) -> None:
+    """BadInput unless every group exists and lets nothing reach the agent's ports."""
+    if not group_ids:
+        return
+    with aws_errors(f"reading security groups {', '.join(group_ids)}"):
+        try:
+            groups = ec2.describe_security_groups(GroupIds=list(group_ids))["SecurityGroups"]
+        except botocore.exceptions.ClientError as exc:
+            if not error_code(exc).startswith(("InvalidGroup", "InvalidGroupId")):
+                raise
+            raise BadInput(
+                f"--security-group {', '.join(group_ids)}: no such group in "
+                f"{ec2.meta.region_name} ({error_code(exc)})"
+            ) from exc
+    for group in groups:
+        openings = agent_port_openings(group)
+        if openings:
+            raise BadInput(
+                f"--security-group {group['GroupId']} lets in {'; '.join(openings)}: the "
+                f"CloudWatch agent on ports {', '.join(map(str, AGENT_PORTS))} authenticates "
+                "no sender, so only the instance itself may reach them (through localhost). "
+                "Remove those rules (aws ec2 revoke-security-group-ingress), or narrow them "
+                "to the app's own port"
+            )
+
+
+def security_group_name(cfg: BakeryConfig, environment: str) -> str:
+    return f"{template_name(cfg, environment)}-instances"
+
+
+def ensure_security_group(
+    cfg: BakeryConfig, environment: str, vpc_id: str | None = None
+) -> tuple[str, bool]:
+    """The id of the role's security group in the environment, and whether it was made
+    now: `bakery-<role>-<environment>-instances` in the VPC (default: the region's
+    default VPC), made with no ingress rule at all, so the agent's ports are closed to
+    everything but the instance. An existing one is checked, not changed."""
+    check_environment(environment)
+    ec2 = ec2_client(cfg.aws.region)
+    name = security_group_name(cfg, environment)
+    with aws_errors(f"looking up the VPC and security group {name}"):
+        if vpc_id is None:
+            vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])
+            if not vpcs["Vpcs"]:
+                raise BadInput(
+                    f"no default VPC in {cfg.aws.region}: give --vpc-id for the group {name}"
+                )
+            vpc_id = vpcs["Vpcs"][0]["VpcId"]
+        found = ec2.describe_security_groups(
+            Filters=[
+                {"Name": "vpc-id", "Values": [vpc_id]},
+                {"Name": "group-name", "Values": [name]},
+            ]
+        )["SecurityGroups"]
+    if found:
+        check_security_groups(ec2, [found[0]["GroupId"]])
+        return found[0]["GroupId"], False
+    values = {**cfg.aws.tags, tags.ROLE: cfg.role, tags.ENVIRONMENT: environment}
+    with aws_errors(f"creating security group {name} in {vpc_id}"):
+        group_id = ec2.create_security_group(
+            GroupName=name,
+            Description=f"bakery {cfg.role} instances in {environment}: no agent port open",
+            VpcId=vpc_id,
+            TagSpecifications=[{"ResourceType": "security-group", "Tags": tags.as_list(values)}],
+        )["GroupId"]
+    return group_id, True
+
+
 def launch_template_data(
-    cfg: BakeryConfig, environment: str, user_data: bytes, instance_profile: str | None = None
+    cfg: BakeryConfig,
+    environment: str,
+    user_data: bytes,
+    instance_profile: str | None = None,
+    security_group_ids: Sequence[str] = (),
 ) -> RequestLaunchTemplateDataTypeDef:
     """The launch template of the role's instances in the environment."""
     check_environment(environment)
@@ -80,7 +200,7 @@ def launch_template_data(
         tags.ROLE: cfg.role,
         tags.ENVIRONMENT: environment,
     }
-    return {
+    data: RequestLaunchTemplateDataTypeDef = {
         "ImageId": image_reference(cfg, environment),
         "InstanceType": cfg.aws.instance_type,  # type: ignore[typeddict-item]
         "IamInstanceProfile": {"Name": instance_profile or instance_role_name(cfg.role)},
@@ -93,6 +213,9 @@ def launch_template_data(
         # Launch template data carries user data base64-encoded (run-instances does not).
         "UserData": base64.b64encode(user_data).decode("ascii"),
     }
+    if security_group_ids:
+        data["SecurityGroupIds"] = list(security_group_ids)
+    return data
 
 
 def promoted_image(cfg: BakeryConfig, environment: str) -> str:

@@ -1,8 +1,10 @@
 """Removing old AMIs: per role and region, keep the N newest verified images and every
-image an environment uses or used; deregister the rest and delete their snapshots.
+image an environment uses or used, or that an instance (in any state but terminated)
+or a launch template version names; deregister the rest and delete their snapshots.
+Snapshots an interrupted delete left behind (`images.orphaned_snapshots`) go too.
 
 A dry run (the default) changes nothing and returns the same rows, so the table shows
-exactly what `--apply` would do and why.
+exactly what `--apply` would do and why. An interrupted `--apply` is run again.
 """
 
 from __future__ import annotations
@@ -10,20 +12,34 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from bakery.aws import tags
-from bakery.aws.clients import ec2_client, ssm_client
-from bakery.aws.images import delete_image, newest_first, role_images
+from bakery.aws.clients import aws_errors, ec2_client, ssm_client
+from bakery.aws.images import (
+    delete_image,
+    delete_orphaned_snapshots,
+    newest_first,
+    orphaned_snapshots,
+    regions_of,
+    role_images,
+)
 from bakery.aws.progress import say
 from bakery.aws.release import parameter_values
 from bakery.config import BakeryConfig
 from bakery.errors import BadInput
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
 
 # A rejected image is kept this long, so someone can launch it and look.
 REJECTED_GRACE = timedelta(days=1)
 
 KEEP = "keep"
 DELETE = "delete"
+
+# Every instance state but terminated: a stopped instance starts again from its AMI.
+_ALIVE = ["pending", "running", "shutting-down", "stopping", "stopped"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +69,7 @@ def _decide(
     if promoted:
         return KEEP, f"promoted to {', '.join(promoted)}"
     if in_use_by:
-        return KEEP, f"{', '.join(in_use_by)} points to it"
+        return KEEP, "; ".join(in_use_by)
     if state == "failed":
         return DELETE, "AWS failed to create it (a failed build or copy)"
     status = values.get(tags.STATUS, "")
@@ -70,6 +86,52 @@ def _decide(
     return KEEP, "no bakery status: not prune's to judge"
 
 
+def images_in_use(ec2: EC2Client, region: str) -> dict[str, list[str]]:
+    """{AMI id: what uses it} in the region: instances in any state but terminated, and
+    every version of every launch template (any version can be launched by number)."""
+    users: dict[str, list[str]] = {}
+    with aws_errors(f"looking for the instances and launch templates in {region}"):
+        for page in ec2.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "instance-state-name", "Values": _ALIVE}]
+        ):
+            for reservation in page.get("Reservations", []):
+                for instance in reservation.get("Instances", []):
+                    users.setdefault(instance.get("ImageId", ""), []).append(
+                        f"instance {instance['InstanceId']} runs from it"
+                    )
+        for listed in ec2.get_paginator("describe_launch_templates").paginate():
+            for template in listed.get("LaunchTemplates", []):
+                for versions in ec2.get_paginator("describe_launch_template_versions").paginate(
+                    LaunchTemplateId=template["LaunchTemplateId"]
+                ):
+                    for version in versions.get("LaunchTemplateVersions", []):
+                        image = version.get("LaunchTemplateData", {}).get("ImageId", "")
+                        users.setdefault(image, []).append(
+                            f"launch template {version.get('LaunchTemplateName', '')} "
+                            f"v{version.get('VersionNumber', '?')} launches it"
+                        )
+    return users
+
+
+def _sweep_orphans(ec2: EC2Client, region: str, apply: bool) -> list[PruneRow]:
+    orphans = orphaned_snapshots(ec2)
+    if apply:
+        delete_orphaned_snapshots(ec2, orphans)
+    return [
+        PruneRow(
+            ami_id=ami_id,
+            role="",
+            region=region,
+            created="",
+            status="deregistered",
+            decision=DELETE,
+            reason=f"its snapshot {snapshot} outlived it (an interrupted delete)",
+            deleted=apply,
+        )
+        for snapshot, ami_id in sorted(orphans.items())
+    ]
+
+
 def prune(
     configs: Sequence[BakeryConfig],
     keep: int | None = None,
@@ -82,13 +144,19 @@ def prune(
         raise BadInput(f"--keep {keep}: keep at least 1 verified image per role and region")
     now = clock()
     rows: list[PruneRow] = []
+    clients: dict[str, EC2Client] = {}
+    users: dict[str, dict[str, list[str]]] = {}
+    for region in regions_of(configs):
+        clients[region] = ec2 = ec2_client(region)
+        rows += _sweep_orphans(ec2, region, apply)
+        users[region] = images_in_use(ec2, region)
     for cfg in configs:
         wanted = keep if keep is not None else cfg.aws.retention
         for region in dict.fromkeys([cfg.aws.region, *cfg.aws.copy_regions]):
-            ec2 = ec2_client(region)
+            ec2 = clients[region]
             pointers: dict[str, list[str]] = {}
             for name, value in parameter_values(ssm_client(region), cfg.aws.ssm_prefix).items():
-                pointers.setdefault(value, []).append(name)
+                pointers.setdefault(value, []).append(f"{name} points to it")
             images = newest_first(role_images(ec2, cfg.role))
             verified = [
                 i["ImageId"]
@@ -104,7 +172,7 @@ def prune(
                     image.get("State", ""),
                     values,
                     created,
-                    pointers.get(ami_id, []),
+                    pointers.get(ami_id, []) + users[region].get(ami_id, []),
                     rank,
                     wanted,
                     now,

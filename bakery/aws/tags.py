@@ -32,6 +32,9 @@ VERIFIED_AT = "bakery:verified-at"
 COPIED_FROM = "bakery:copied-from"
 COPIED_FROM_REGION = "bakery:copied-from-region"
 PURPOSE = "bakery:purpose"
+# On the snapshots of an AMI being deleted: its id, written before the deregister, so a
+# delete that fails after it still finds them (`images.orphaned_snapshots`).
+DELETING_WITH = "bakery:deleting-with"
 EXPIRES_AT = "bakery:expires-at"
 # On instances launched from a launch template: the environment they belong to.
 ENVIRONMENT = "bakery:environment"

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from bakery.aws.appsignals import enable_application_signals as start_discovery
 from bakery.aws.canary import DEFAULT_TIMEOUT, run_canary
+from bakery.aws.clients import ec2_client
 from bakery.aws.iam import (
     DEFAULT_SECRET_PATH,
     iam_documents,
@@ -25,6 +26,9 @@ from bakery.aws.iam import (
 from bakery.aws.images import list_images
 from bakery.aws.janitor import janitor as find_expired
 from bakery.aws.launch import (
+    AGENT_PORTS,
+    check_security_groups,
+    ensure_security_group,
     example_user_data,
     launch_template_data,
     promoted_image,
@@ -230,7 +234,7 @@ def iam(
 
 @task(
     name="launch-template",
-    iterable=["set"],
+    iterable=["set", "security_group"],
     help={
         "role": "the role the instances run: backend, frontend or database",
         "environment": "the environment whose released AMI they launch, e.g. staging",
@@ -239,6 +243,11 @@ def iam(
         "instance_profile": f"instance profile to attach (default: {instance_role_name('ROLE')}, "
         "whose role has the policy iam/instance-ROLE.json)",
         "output": "write the JSON to this file instead of printing it",
+        "security_group": "attach this security group (repeatable); refused if any rule "
+        f"reaches the agent's ports {', '.join(map(str, AGENT_PORTS))}",
+        "create_security_group": "attach bakery-ROLE-ENV-instances, made (once) with no "
+        "ingress rule, so the agent's ports stay closed",
+        "vpc_id": "the VPC for --create-security-group (default: the default VPC)",
         "config": COMMON_HELP["config"],
         "set": COMMON_HELP["set"],
     },
@@ -251,6 +260,9 @@ def launch_template(
     user_data: str | None = None,
     instance_profile: str | None = None,
     output: str | None = None,
+    security_group: list[str] | None = None,
+    create_security_group: bool = False,
+    vpc_id: str | None = None,
     config: str | None = None,
     set: list[str] | None = None,
 ) -> None:
@@ -263,10 +275,22 @@ def launch_template(
         )
     if output is not None:
         output_path("--output", output, Path(output))  # a folder is refused before AWS
+    if vpc_id and not create_security_group:
+        raise BadInput("--vpc-id is where --create-security-group makes the group: add it")
     path = Path(user_data) if user_data else example_user_data(cfg.role)
     content = read_user_data(path)
-    data = launch_template_data(cfg, environment, content, instance_profile)
+    groups = list(security_group or [])
+    launch_template_data(cfg, environment, content, instance_profile)  # checks the input
     ami_id = promoted_image(cfg, environment)
+    check_security_groups(ec2_client(cfg.aws.region), groups)
+    if create_security_group:
+        group_id, made = ensure_security_group(cfg, environment, vpc_id)
+        groups.append(group_id)
+        console.print(
+            f"{'made' if made else 'found'} security group {group_id}: no ingress rule; add "
+            f"the app's own port for its clients, never {', '.join(map(str, AGENT_PORTS))}"
+        )
+    data = launch_template_data(cfg, environment, content, instance_profile, groups)
     console.print(f"{data['ImageId']} now resolves to {ami_id}")
     if not user_data:
         console.print(

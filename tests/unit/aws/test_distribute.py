@@ -104,3 +104,17 @@ def test_release_copies_shares_and_points_every_region(ec2: Any) -> None:
     assert other_ssm.get_parameter(Name=result.parameter)["Parameter"]["Value"] == copy
     launch = other.describe_image_attribute(ImageId=copy, Attribute="launchPermission")
     assert launch["LaunchPermissions"] == [{"UserId": ACCOUNT_B}]
+
+
+def test_a_copy_does_not_inherit_the_sources_promotions(ec2: Any) -> None:
+    """Promotions are per region: a copy tagged promoted-staging with no staging parameter
+    pointing at it would be kept by prune for ever."""
+    ami = make_image(
+        extra_tags={tags.promoted_key("staging"): "x", tags.rolled_back_key("dev"): "y"}
+    )
+    cfg = make_config("backend", f"aws.copy_regions=['{OTHER_REGION}']")
+    copy = copy_to_regions(cfg, ami)[OTHER_REGION]
+    values = image_tags(boto3.client("ec2", region_name=OTHER_REGION), copy)
+    assert tags.promoted_environments(values) == []
+    assert tags.rolled_back_key("dev") not in values
+    assert values[tags.STATUS] == tags.VERIFIED

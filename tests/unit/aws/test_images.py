@@ -56,3 +56,11 @@ def test_listing_shows_status_promotions_and_size(ec2: Any) -> None:
     assert rows[0].status == "built" and rows[0].promoted == ()
     assert rows[1].promoted == ("production",)
     assert rows[1].size_gb > 0
+
+
+def test_listing_names_each_image_once_when_copy_regions_holds_the_home_region(
+    ec2: Any,
+) -> None:
+    ami = make_image()
+    cfg = make_config("backend", f"aws.copy_regions=['{REGION}']")
+    assert [(row.region, row.ami_id) for row in list_images([cfg])] == [(REGION, ami)]

@@ -280,3 +280,130 @@ def test_launch_template_task_bad_input_exits_2_and_writes_nothing(
     if options.get("environment") == "prod":
         assert "released to: staging" in err
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------
+# Security groups: the agent's ports (4315, 4316, 2000) stay closed to all but the instance
+
+
+def make_group(ec2: Any, name: str, *rules: dict[str, Any]) -> str:
+    vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+    group = str(ec2.create_security_group(GroupName=name, Description=name, VpcId=vpc)["GroupId"])
+    if rules:
+        ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=list(rules))
+    return group
+
+
+APP_PORT = {"IpProtocol": "tcp", "FromPort": 8000, "ToPort": 8000,
+            "IpRanges": [{"CidrIp": "10.0.0.0/16"}]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rule", "named"),
+    [
+        ({"IpProtocol": "tcp", "FromPort": 4316, "ToPort": 4316,
+          "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}, "tcp 4316 from 0.0.0.0/0 (reaches 4316)"),
+        ({"IpProtocol": "tcp", "FromPort": 4000, "ToPort": 4400,
+          "IpRanges": [{"CidrIp": "10.0.0.0/8"}]},
+         "tcp 4000-4400 from 10.0.0.0/8 (reaches 4315, 4316)"),
+        ({"IpProtocol": "udp", "FromPort": 2000, "ToPort": 2000,
+          "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}, "udp 2000 from ::/0 (reaches 2000)"),
+        ({"IpProtocol": "-1", "IpRanges": [{"CidrIp": "10.1.0.0/16"}]},
+         "all traffic from 10.1.0.0/16 (reaches 4315, 4316, 2000)"),
+    ],
+    ids=["otlp-http-from-anywhere", "a-range-over-otlp", "xray-udp-ipv6", "all-traffic"],
+)  # fmt: skip
+def test_a_group_that_lets_anything_reach_the_agent_ports_is_refused(
+    ec2: Any,
+    ssm: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    rule: dict[str, Any],
+    named: str,
+) -> None:
+    make_image()
+    release(make_config("backend"), "staging", clock=clock())
+    group = make_group(ec2, "web", APP_PORT, rule)
+    output = tmp_path / "backend.json"
+    with pytest.raises(SystemExit) as caught:
+        tasks.launch_template(
+            Context(), role="backend", environment="staging", security_group=[group],
+            output=str(output),
+        )  # fmt: skip
+    assert caught.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"--security-group {group} lets in {named}" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_group_reaching_the_agent_from_its_own_members_is_refused_too(ec2: Any, ssm: Any) -> None:
+    """A rule naming the group itself opens the ports to every other instance in it."""
+    from bakery.aws.clients import ec2_client
+    from bakery.aws.launch import check_security_groups
+
+    group = make_group(ec2, "cluster")
+    ec2.authorize_security_group_ingress(
+        GroupId=group,
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 2000, "ToPort": 2000,
+                        "UserIdGroupPairs": [{"GroupId": group}]}],
+    )  # fmt: skip
+    with pytest.raises(BadInput, match=f"tcp 2000 from {group}"):
+        check_security_groups(ec2_client(REGION), [group])
+
+
+def test_a_group_open_only_on_the_app_port_is_attached(
+    ec2: Any, ssm: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`invoke launch-template --role backend -e staging --security-group sg-0123456789abcdef0`"""
+    make_image()
+    release(make_config("backend"), "staging", clock=clock())
+    group = make_group(ec2, "web", APP_PORT)
+    tasks.launch_template(Context(), role="backend", environment="staging", security_group=[group])
+    stored = create_template(ec2, "bakery-backend-staging", json.loads(capsys.readouterr().out))
+    assert stored["SecurityGroupIds"] == [group]
+
+
+def test_a_missing_group_is_bad_input(ec2: Any, ssm: Any) -> None:
+    from bakery.aws.clients import ec2_client
+    from bakery.aws.launch import check_security_groups
+
+    with pytest.raises(BadInput, match="--security-group sg-0123456789abcdef0: no such group"):
+        check_security_groups(ec2_client(REGION), ["sg-0123456789abcdef0"])
+
+
+def test_create_security_group_makes_one_with_no_ingress_once(
+    ec2: Any, ssm: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`invoke launch-template --role backend -e staging --create-security-group`"""
+    make_image()
+    release(make_config("backend"), "staging", clock=clock())
+    for _ in range(2):
+        tasks.launch_template(
+            Context(), role="backend", environment="staging", create_security_group=True
+        )
+    first, second = (
+        json.loads(block)
+        for block in re.findall(r"^\{.*?^\}$", capsys.readouterr().out, re.M | re.S)
+    )
+    assert first["SecurityGroupIds"] == second["SecurityGroupIds"]
+    [group] = ec2.describe_security_groups(GroupIds=first["SecurityGroupIds"])["SecurityGroups"]
+    assert group["GroupName"] == "bakery-backend-staging-instances"
+    assert group["IpPermissions"] == []  # nothing reaches 4315, 4316 or 2000
+    assert tags.as_dict(group["Tags"])[tags.ENVIRONMENT] == "staging"
+    assert tags.PURPOSE not in tags.as_dict(group["Tags"])  # not the janitor's to remove
+    instance = ec2.run_instances(
+        ImageId=ec2.describe_images(Owners=["self"])["Images"][0]["ImageId"],
+        MinCount=1,
+        MaxCount=1,
+        SecurityGroupIds=first["SecurityGroupIds"],
+    )["Instances"][0]
+    assert [g["GroupId"] for g in instance["SecurityGroups"]] == first["SecurityGroupIds"]
+
+
+def test_vpc_id_without_create_security_group_is_bad_input(
+    ec2: Any, ssm: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        tasks.launch_template(Context(), role="backend", environment="staging", vpc_id="vpc-1")
+    assert caught.value.code == 2
+    assert "--create-security-group" in capsys.readouterr().err

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import boto3
 import pytest
 
 from bakery.aws import tags
 from bakery.aws.prune import prune
 from bakery.aws.release import release
-from bakery.errors import BadInput
+from bakery.errors import BadInput, OperationFailed
 
 from .conftest import (
+    OTHER_REGION,
+    REGION,
     clock,
     days_ago,
     existing_snapshots,
@@ -20,6 +23,7 @@ from .conftest import (
     make_image,
     snapshot_ids_of,
 )
+from .failure_double import fail_calls_double
 
 
 @pytest.fixture
@@ -121,3 +125,57 @@ def test_failed_images_go(ec2: Any, ssm: Any) -> None:
     ec2_backends[ACCOUNT][REGION].amis[failed].state = "failed"
     rows = prune([make_config("backend")], keep=1, clock=clock())
     assert [(row.ami_id, row.decision) for row in rows] == [(failed, "delete")]
+
+
+@pytest.mark.parametrize("stop", [False, True], ids=["running", "stopped"])
+@pytest.mark.parametrize("region", [REGION, OTHER_REGION])
+def test_prune_keeps_an_image_an_instance_runs_from_in_every_region(
+    aws: None, region: str, stop: bool
+) -> None:
+    client = boto3.client("ec2", region_name=region)
+    amis = [make_image(region=region, created=days_ago(5 - n)) for n in range(3)]
+    instance = client.run_instances(ImageId=amis[0], MinCount=1, MaxCount=1)["Instances"][0]
+    if stop:
+        client.stop_instances(InstanceIds=[instance["InstanceId"]])
+    cfg = make_config("backend", f"aws.copy_regions=['{OTHER_REGION}']")
+    rows = prune([cfg], keep=1, apply=True, clock=clock())
+    reasons = {row.ami_id: row.reason for row in rows}
+    assert reasons[amis[0]] == f"instance {instance['InstanceId']} runs from it"
+    assert image_of(client, amis[0]) is not None
+    assert image_of(client, amis[1]) is None  # not in use, not among the newest: gone
+
+
+def test_prune_keeps_an_image_any_launch_template_version_names(aws: None) -> None:
+    client = boto3.client("ec2", region_name=REGION)
+    amis = [make_image(created=days_ago(5 - n)) for n in range(3)]
+    client.create_launch_template(
+        LaunchTemplateName="old-web", LaunchTemplateData={"ImageId": amis[0]}
+    )
+    # A newer version names another image; version 1 can still be launched by number.
+    client.create_launch_template_version(
+        LaunchTemplateName="old-web", LaunchTemplateData={"ImageId": amis[2]}
+    )
+    rows = prune([make_config("backend")], keep=1, apply=True, clock=clock())
+    reasons = {row.ami_id: row.reason for row in rows}
+    assert reasons[amis[0]] == "launch template old-web v1 launches it"
+    assert image_of(client, amis[0]) is not None
+    assert image_of(client, amis[1]) is None
+
+
+def test_a_snapshot_left_by_an_interrupted_delete_goes_on_the_next_prune(ec2: Any) -> None:
+    amis = [make_image(created=days_ago(5 - n)) for n in range(2)]
+    snapshots = snapshot_ids_of(ec2, amis[0])
+    cfg = make_config("backend")
+    with (
+        fail_calls_double(fail_at={"DeleteSnapshot"}),
+        pytest.raises(OperationFailed, match="deleting"),
+    ):
+        prune([cfg], keep=1, apply=True, clock=clock())
+    assert image_of(ec2, amis[0]) is None and set(snapshots) <= existing_snapshots(ec2)
+    dry = prune([cfg], keep=1, clock=clock())
+    assert [(row.ami_id, row.decision) for row in dry if row.status == "deregistered"] == [
+        (amis[0], "delete")
+    ]
+    prune([cfg], keep=1, apply=True, clock=clock())
+    assert not set(snapshots) & existing_snapshots(ec2)
+    assert image_of(ec2, amis[1]) is not None

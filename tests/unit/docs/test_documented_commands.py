@@ -416,6 +416,12 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
         ),
         Test(CANARY_TESTS + "test_canary_task_launches_checks_and_prints_what_it_found"),
     ),
+    "invoke launch-template --role backend -e staging --create-security-group": (
+        Test(LAUNCH_TESTS + "test_create_security_group_makes_one_with_no_ingress_once"),
+    ),
+    "invoke launch-template --role backend -e staging --security-group sg-0123456789abcdef0": (
+        Test(LAUNCH_TESTS + "test_a_group_open_only_on_the_app_port_is_attached"),
+    ),
     # No application-signals service in moto: botocore's Stubber answers.
     "invoke enable-application-signals": (
         Test("tests/unit/aws/test_appsignals.py::test_discovery_starts_once_per_region"),
