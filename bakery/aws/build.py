@@ -229,7 +229,7 @@ def remove_run_leftovers(
     removed: list[str] = sorted(orphans)
     with aws_errors(f"removing what the failed {cfg.role} build left behind"):
         for ami_id, image in found.images.items():
-            delete_image(ec2, image, cfg.role)
+            delete_image(ec2, image)
             removed += [ami_id, *snapshot_ids(image)]
         for snapshot in sorted(found.snapshots - set(removed)):
             delete_snapshot(ec2, snapshot)

@@ -321,6 +321,18 @@ def pipeline_policy(configs: Sequence[BakeryConfig]) -> Policy:
             ec2("image/*", "snapshot/*"),
             Condition=no_bakery_role,
         ),
+        # delete_image marks the snapshots behind an AMI it deregisters, so a delete cut
+        # short is found again (images.py). A failed build's untagged AMI has untagged
+        # snapshots: they may get that marker and no other tag, which grants nothing.
+        _statement(
+            "MarkSnapshotsForDeletion",
+            ["ec2:CreateTags"],
+            ec2("snapshot/*"),
+            Condition={
+                "Null": {f"aws:ResourceTag/{tags.ROLE}": "true"},
+                "ForAllValues:StringEquals": {"aws:TagKeys": [tags.DELETING_WITH]},
+            },
+        ),
         # Never make a snapshot public, whatever its tags.
         _statement(
             "NeverPublicSnapshots",

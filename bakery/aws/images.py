@@ -119,21 +119,19 @@ def tag_image(ec2: EC2Client, image: ImageTypeDef, values: dict[str, str]) -> No
         ec2.create_tags(Resources=resources, Tags=tags.as_list(values))
 
 
-def delete_image(ec2: EC2Client, image: ImageTypeDef, role: str | None = None) -> None:
+def delete_image(ec2: EC2Client, image: ImageTypeDef) -> None:
     """Deregister the image, then delete its snapshots (deregistering keeps them).
 
     The snapshots are tagged with the image's id first: once the image is gone nothing
     else ties them to it, so a delete interrupted after the deregister leaves snapshots
     that `orphaned_snapshots` finds again. Safe to repeat: what is gone stays gone.
-    The role tag goes with it (the image's, else `role`): the pipeline policy lets bakery
-    tag only snapshots that carry or get one.
+    The marker is the only tag put there: the pipeline policy lets bakery tag a
+    snapshot without bakery's role tag (an AMI a failed build left untagged) with the
+    deletion marker and nothing else, so the marker can claim nothing.
     """
     ami_id = image["ImageId"]
     snapshots = snapshot_ids(image)
     marker = {tags.DELETING_WITH: ami_id}
-    owner = tags.as_dict(image.get("Tags")).get(tags.ROLE) or role
-    if owner:
-        marker[tags.ROLE] = owner
     with aws_errors(f"deleting {ami_id}"):
         if snapshots:
             ec2.create_tags(Resources=snapshots, Tags=tags.as_list(marker))

@@ -171,11 +171,40 @@ def test_bakerys_copies_are_tagged_as_bakerys_as_they_are_made(
         assert all(r.context["aws:RequestTag/bakery:role"] == "backend" for r in tag_on_create)
 
 
+# `invoke launch-template --create-security-group` is run by an operator with their own
+# credentials, once per VPC (docs/aws.md): the pipeline policy does not grant it.
+OPERATOR_TEST = "test_launch.py::test_create_security_group_makes_one_with_no_ingress_once"
+OPERATOR_ACTIONS = {"CreateSecurityGroup", "CreateTags", "DescribeVpcs"}
+
+
+def operators(call: dict[str, Any]) -> bool:
+    return call["test"].endswith(OPERATOR_TEST) and call["action"] in OPERATOR_ACTIONS
+
+
+def test_the_operators_security_group_is_not_the_pipelines_to_make(
+    recorded_calls: list[dict[str, Any]],
+) -> None:
+    policy = pipeline()
+    made = [
+        request
+        for call in ours(recorded_calls)
+        if operators(call) and call["action"] == "CreateSecurityGroup"
+        for request in requests_for(call)
+    ]
+    assert made
+    assert not all(allowed(policy, request) for request in made)
+
+
 def test_every_call_bakery_and_packer_make_is_allowed_by_the_pipeline_policy(
     recorded_calls: list[dict[str, Any]],
 ) -> None:
     policy = pipeline()
-    requests = [request for call in ours(recorded_calls) for request in requests_for(call)]
+    requests = [
+        request
+        for call in ours(recorded_calls)
+        if not operators(call)
+        for request in requests_for(call)
+    ]
     denied = [str(request) for request in requests if not allowed(policy, request)]
     assert len(requests) > 500
     assert denied == []

@@ -327,8 +327,8 @@ def test_a_group_that_lets_anything_reach_the_agent_ports_is_refused(
     output = tmp_path / "backend.json"
     with pytest.raises(SystemExit) as caught:
         tasks.launch_template(
-            Context(), role="backend", environment="staging", security_group=[group],
-            output=str(output),
+            Context(Config(lazy=True)), role="backend", environment="staging",
+            security_group=[group], output=str(output),
         )  # fmt: skip
     assert caught.value.code == 2
     err = " ".join(capsys.readouterr().err.split())
@@ -358,7 +358,9 @@ def test_a_group_open_only_on_the_app_port_is_attached(
     make_image()
     release(make_config("backend"), "staging", clock=clock())
     group = make_group(ec2, "web", APP_PORT)
-    tasks.launch_template(Context(), role="backend", environment="staging", security_group=[group])
+    tasks.launch_template(
+        Context(Config(lazy=True)), role="backend", environment="staging", security_group=[group]
+    )
     stored = create_template(ec2, "bakery-backend-staging", json.loads(capsys.readouterr().out))
     assert stored["SecurityGroupIds"] == [group]
 
@@ -379,7 +381,10 @@ def test_create_security_group_makes_one_with_no_ingress_once(
     release(make_config("backend"), "staging", clock=clock())
     for _ in range(2):
         tasks.launch_template(
-            Context(), role="backend", environment="staging", create_security_group=True
+            Context(Config(lazy=True)),
+            role="backend",
+            environment="staging",
+            create_security_group=True,
         )
     first, second = (
         json.loads(block)
@@ -404,6 +409,8 @@ def test_vpc_id_without_create_security_group_is_bad_input(
     ec2: Any, ssm: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as caught:
-        tasks.launch_template(Context(), role="backend", environment="staging", vpc_id="vpc-1")
+        tasks.launch_template(
+            Context(Config(lazy=True)), role="backend", environment="staging", vpc_id="vpc-1"
+        )
     assert caught.value.code == 2
     assert "--create-security-group" in capsys.readouterr().err

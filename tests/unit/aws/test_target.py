@@ -82,7 +82,10 @@ def test_same_inputs_and_source_give_the_same_hash_on_both_targets(
     local_rendered = RenderedRole("backend", "local", aws_rendered.directory, PACKER)
     expected = inputs_hash(aws_rendered, DEBIAN_SOURCE)
 
-    on_aws = build_on_aws(aws_rendered, cfg, packer=FakePacker(), records_dir=tmp_path / "rec")
+    on_aws = build_on_aws(
+        aws_rendered, cfg, packer=FakePacker(), records_dir=tmp_path / "rec",
+        ingress_cidr="203.0.113.7",
+    )
     _qemu_packer(tmp_path, monkeypatch)
     on_local = _local_target(cfg, DEBIAN_SOURCE).build(cfg, local_rendered)
 

@@ -276,7 +276,7 @@ OPTION_CASES: list[tuple[str, list[str], str]] = [
         (f"unknown-option-{name.split()[0]}", [*name.split(), "--no-such-option"],
          "--no-such-option")
         for name in ("render", "validate", "fmt", "build", "verify", "images", "schema",
-                     "clean", "doctor", "release --environment x", "prune", "janitor", "iam",
+                     "clean", "host-check", "release --environment x", "prune", "janitor", "iam",
                      "launch-template --role backend --environment x",
                      "enable-application-signals", "test")
     ],

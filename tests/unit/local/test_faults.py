@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from invoke import Context
+from invoke import Config, Context
 from rich.console import Console
 
 from bakery import artifacts, processes
@@ -345,7 +345,7 @@ def test_host_check_reports_a_dead_runs_leftovers_and_clean_removes_them(
     finding = host_check.check_leftovers()
     assert not finding.ok and finding.fix == "invoke clean --leftovers"
     assert "2 process(es)" in finding.detail and "qemu-system-x86_64" in finding.detail
-    clean(Context(), leftovers=True)
+    clean(Context(Config(lazy=True)), leftovers=True)
     assert processes_of(sandbox) == [] and left_in_work(sandbox) == []
     assert host_check.check_leftovers().ok
 
