@@ -83,7 +83,10 @@ def test_same_inputs_and_source_give_the_same_hash_on_both_targets(
     expected = inputs_hash(aws_rendered, DEBIAN_SOURCE)
 
     on_aws = build_on_aws(
-        aws_rendered, cfg, packer=FakePacker(), records_dir=tmp_path / "rec",
+        aws_rendered,
+        cfg,
+        packer=FakePacker(),
+        records_dir=tmp_path / "rec",
         ingress_cidr="203.0.113.7",
     )
     _qemu_packer(tmp_path, monkeypatch)
