@@ -224,6 +224,14 @@ def pipeline_policy(configs: Sequence[BakeryConfig]) -> Policy:
             Effect="Deny",
             Condition={"StringNotEquals": {f"aws:RequestTag/{tags.PURPOSE}": purposes}},
         ),
+        # The canary reuses an instance by reading the user data it was launched with; user
+        # data can hold a launch-time secret, so only of instances bakery tagged.
+        _statement(
+            "ReadOwnInstancesUserData",
+            ["ec2:DescribeInstanceAttribute"],
+            ec2("instance/*"),
+            Condition=bakery_made,
+        ),
         _statement(
             "OnlyTouchOwnInstances",
             ["ec2:StopInstances", "ec2:TerminateInstances"],
@@ -329,8 +337,9 @@ def pipeline_policy(configs: Sequence[BakeryConfig]) -> Policy:
             ["ec2:CreateTags"],
             ec2("snapshot/*"),
             Condition={
-                "Null": {f"aws:ResourceTag/{tags.ROLE}": "true"},
                 "ForAllValues:StringEquals": {"aws:TagKeys": [tags.DELETING_WITH]},
+                # ForAllValues holds for a request with no tag keys at all: ask for one.
+                "Null": {"aws:TagKeys": "false", f"aws:ResourceTag/{tags.ROLE}": "true"},
             },
         ),
         # Never make a snapshot public, whatever its tags.

@@ -369,6 +369,25 @@ DENIED = {
     "tag someone's volume as bakery's": _ec2(
         "CreateTags", "volume", "vol-0f0e0d0c0b0a09080", request_tags({"bakery:purpose": "build"})
     ),
+    "mark an untagged snapshot for deletion and claim it as bakery's in one request": _ec2(
+        "CreateTags",
+        "snapshot",
+        "snap-0f0e0d0c0b0a09080",
+        request_tags({"bakery:deleting-with": "ami-0f0e0d0c0b0a09080", "bakery:role": "backend"}),
+    ),
+    "mark a snapshot of someone's tagged AMI for deletion": _ec2(
+        "CreateTags",
+        "snapshot",
+        "snap-0f0e0d0c0b0a09080",
+        {
+            **_NOT_OURS,
+            **resource_tags({"bakery:role": "payments"}),
+            **request_tags({"bakery:deleting-with": "ami-0f0e0d0c0b0a09080"}),
+        },
+    ),
+    "read the user data of an instance bakery did not start": _ec2(
+        "DescribeInstanceAttribute", "instance", "i-0f0e0d0c0b0a09080", _NOT_OURS
+    ),
     "tag someone's security group as a test group (then open it)": _ec2(
         "CreateTags",
         "security-group",
