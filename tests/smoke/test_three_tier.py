@@ -18,6 +18,8 @@ from tests.smoke.conftest import DATABASE_B, LAUNCH_ENV_RESOURCE_ATTRIBUTES, Thr
 
 pytestmark = pytest.mark.slow
 RECEIVED = "/opt/aws/amazon-cloudwatch-agent/var/testdouble/received/traces"
+# The smoke's user data sets no LOG_GROUP_NAME: the baked default reaches the resource.
+LOG_GROUP = load_config("backend", "local").service.log_group
 
 
 def _call(tier: ThreeTier, method: str, path: str, body: dict[str, Any] | None = None,
@@ -100,14 +102,16 @@ def test_otel_settings_in_launch_env_reach_the_app_but_not_its_resource(
     three_tier: ThreeTier,
 ) -> None:
     """docs/launch-settings.md: any other OTEL_* line reaches the app and wins, while
-    OTEL_RESOURCE_ATTRIBUTES always comes from SERVICE_NAME and DEPLOYMENT_ENVIRONMENT."""
+    OTEL_RESOURCE_ATTRIBUTES always comes from SERVICE_NAME, DEPLOYMENT_ENVIRONMENT and
+    LOG_GROUP_NAME (the log group Application Signals links the app's log lines from)."""
     environ = three_tier.backend.ssh(
         "sudo cat /proc/$(systemctl show -p MainPID --value fastapi-otel)/environ"
     )
     variables = dict(line.split("=", 1) for line in environ.stdout.split("\0") if "=" in line)
     assert variables.get("OTEL_METRIC_EXPORT_INTERVAL") == "5000", environ.stderr
     assert variables["OTEL_RESOURCE_ATTRIBUTES"] == (
-        f"service.name={three_tier.service_name},deployment.environment={three_tier.environment}"
+        f"service.name={three_tier.service_name},deployment.environment={three_tier.environment},"
+        f"aws.log.group.names={LOG_GROUP}"
     )
     assert LAUNCH_ENV_RESOURCE_ATTRIBUTES not in variables["OTEL_RESOURCE_ATTRIBUTES"]
 
