@@ -26,10 +26,10 @@ import botocore.exceptions
 
 from bakery.aws import tags
 from bakery.aws.clients import aws_errors
-from bakery.aws.network import delete_security_group, ingress_cidr_for
+from bakery.aws.network import delete_security_group, ingress_cidr_for, vpc_for
 from bakery.aws.progress import INSTANCE_WAIT, say, waiting
 from bakery.config import BakeryConfig
-from bakery.errors import BadInput, BakeryError, MissingTool
+from bakery.errors import BakeryError, MissingTool
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -114,19 +114,6 @@ class BuildAccess:
                 )
 
 
-def _vpc_id(ec2: EC2Client, cfg: BakeryConfig) -> str:
-    with aws_errors("finding the VPC for the build instance"):
-        if cfg.aws.subnet_id:
-            return ec2.describe_subnets(SubnetIds=[cfg.aws.subnet_id])["Subnets"][0]["VpcId"]
-        vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
-    if not vpcs:
-        raise BadInput(
-            f"{cfg.aws.region} has no default VPC: set aws.subnet_id (and optionally "
-            "aws.security_group_id) for the build instance"
-        )
-    return vpcs[0]["VpcId"]
-
-
 def _import_key_pair(access: BuildAccess, name: str, values: dict[str, str]) -> None:
     if shutil.which("ssh-keygen") is None:
         raise MissingTool("ssh-keygen", "install openssh-client")
@@ -150,7 +137,7 @@ def _import_key_pair(access: BuildAccess, name: str, values: dict[str, str]) -> 
 def _create_group(
     access: BuildAccess, cfg: BakeryConfig, name: str, cidr: str, values: dict[str, str]
 ) -> None:
-    vpc_id = _vpc_id(access.ec2, cfg)
+    vpc_id = vpc_for(access.ec2, cfg, "the build instance")
     with aws_errors(f"creating the build's security group {name}"):
         access.security_group_id = access.ec2.create_security_group(
             GroupName=name,

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 import botocore.exceptions
 
-from bakery.aws.clients import error_code
+from bakery.aws.clients import aws_errors, error_code
+from bakery.config import BakeryConfig
 from bakery.errors import BadInput
 
 if TYPE_CHECKING:
@@ -55,3 +56,19 @@ def delete_security_group(
             if error_code(exc) != "DependencyViolation" or attempt == GROUP_DELETE_ATTEMPTS - 1:
                 raise
             sleep(GROUP_DELETE_DELAY_S)
+
+
+def vpc_for(ec2: EC2Client, cfg: BakeryConfig, machine: str) -> str:
+    """The VPC `machine` (the build or the test instance) starts in: its subnet's, else the
+    region's default VPC."""
+    with aws_errors(f"finding the VPC for {machine}"):
+        if cfg.aws.subnet_id:
+            subnets = ec2.describe_subnets(SubnetIds=[cfg.aws.subnet_id])["Subnets"]
+            return subnets[0]["VpcId"]
+        vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
+    if not vpcs:
+        raise BadInput(
+            f"{cfg.aws.region} has no default VPC: set aws.subnet_id (and optionally "
+            f"aws.security_group_id) for {machine}"
+        )
+    return vpcs[0]["VpcId"]

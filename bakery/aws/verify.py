@@ -31,7 +31,7 @@ from bakery.aws import tags
 from bakery.aws.build import build_on_aws
 from bakery.aws.clients import aws_errors, ec2_client
 from bakery.aws.images import newest_first, role_image, role_images, status, tag_image
-from bakery.aws.network import delete_security_group, ingress_cidr_for
+from bakery.aws.network import delete_security_group, ingress_cidr_for, vpc_for
 from bakery.aws.progress import INSTANCE_WAIT, say, waiting
 from bakery.aws.records import RECORDS_DIR, REPORTS_DIR, record_path
 from bakery.config import BakeryConfig
@@ -198,20 +198,6 @@ def _delete_key_pair(ec2: EC2Client, name: str) -> None:
     ec2.delete_key_pair(KeyName=name)
 
 
-def _vpc_id(ec2: EC2Client, cfg: BakeryConfig) -> str:
-    with aws_errors("finding the VPC for the test instance"):
-        if cfg.aws.subnet_id:
-            subnets = ec2.describe_subnets(SubnetIds=[cfg.aws.subnet_id])["Subnets"]
-            return subnets[0]["VpcId"]
-        vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
-    if not vpcs:
-        raise BadInput(
-            f"{cfg.aws.region} has no default VPC: set aws.subnet_id (and optionally "
-            "aws.security_group_id) for the test instance"
-        )
-    return vpcs[0]["VpcId"]
-
-
 def _create_security_group(
     ec2: EC2Client,
     cleanup: _Cleanup,
@@ -221,7 +207,7 @@ def _create_security_group(
     values: dict[str, str],
     sleep: Callable[[float], None],
 ) -> str:
-    vpc_id = _vpc_id(ec2, cfg)
+    vpc_id = vpc_for(ec2, cfg, "the test instance")
     with aws_errors(f"creating security group {name}"):
         group_id = ec2.create_security_group(
             GroupName=name,
