@@ -102,9 +102,16 @@ def check_aws(cfg: BakeryConfig) -> list[Finding]:
 
 def describe_leftovers(found: Leftovers) -> str:
     """The summary, then each process, folder and lock by name."""
-    names = [f"pid {pid} {command[:80]}" for pid, command in found.processes]
+    names = [f"pid {pid} {_program(command)}" for pid, command in found.processes]
     names += [_shown(path) for path in found.folders + found.locks]
     return found.summary() + (": " + "; ".join(names) if names else "")
+
+
+def _program(command: str) -> str:
+    """What a process runs, by name: its first two words without their folders (an
+    interpreter and its script), whatever the length of the checkout's path."""
+    words = command.split()
+    return " ".join(Path(word).name for word in words[:2]) + (" ..." if len(words) > 2 else "")
 
 
 def _shown(path: Path) -> str:

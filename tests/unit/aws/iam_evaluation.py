@@ -173,6 +173,7 @@ def requests_for(record: dict[str, Any]) -> list[Request]:
         raise LookupError(f"no IAM mapping for {service}:{action}")
     if action.startswith("Describe") and action not in (
         "DescribeImageAttribute",
+        "DescribeInstanceAttribute",
         "DescribeSnapshotAttribute",
     ):
         return [Request(iam_action, "*", base, why)]
@@ -192,6 +193,8 @@ def requests_for(record: dict[str, Any]) -> list[Request]:
             if groups := _numbered(parameters, "UserGroup"):
                 extra[f"ec2:{parameters.get('OperationType', 'add').title()}/group"] = groups
             return [on("snapshot", parameters["SnapshotId"], extra)]
+        case "DescribeInstanceAttribute":  # authorized on the instance (SAR)
+            return [on("instance", parameters["InstanceId"])]
         case "StopInstances" | "TerminateInstances":
             return [on("instance", i) for i in _numbered(parameters, "InstanceId")]
         case "AuthorizeSecurityGroupIngress" | "DeleteSecurityGroup":
