@@ -225,12 +225,13 @@ def pipeline_policy(configs: Sequence[BakeryConfig]) -> Policy:
             Condition={"StringNotEquals": {f"aws:RequestTag/{tags.PURPOSE}": purposes}},
         ),
         # The canary reuses an instance by reading the user data it was launched with; user
-        # data can hold a launch-time secret, so only of instances bakery tagged.
+        # data can hold a launch-time secret, so only of instances with one of bakery's
+        # role tags (what bakery and its launch templates start).
         _statement(
             "ReadOwnInstancesUserData",
             ["ec2:DescribeInstanceAttribute"],
             ec2("instance/*"),
-            Condition=bakery_made,
+            Condition=bakery_image,
         ),
         _statement(
             "OnlyTouchOwnInstances",

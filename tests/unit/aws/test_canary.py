@@ -327,12 +327,25 @@ def test_an_api_error_while_polling_fails_cleanly_and_terminates(
 # --- reuse ------------------------------------------------------------------------------
 
 
+# The tags of an instance that `invoke launch-template`'s template launched.
+LAUNCHED_FROM_TEMPLATE: Any = [
+    {
+        "ResourceType": "instance",
+        "Tags": [
+            {"Key": tags.ROLE, "Value": "backend"},
+            {"Key": tags.ENVIRONMENT, "Value": "staging"},
+        ],
+    }
+]
+
+
 def test_reused_instance_is_checked_and_left_running(
     released: str, stubs: TelemetryStubs, ec2: Any
 ) -> None:
     instance = ec2.run_instances(
-        ImageId=released, MinCount=1, MaxCount=1, UserData=user_data().decode()
-    )["Instances"][0]
+        ImageId=released, MinCount=1, MaxCount=1, UserData=user_data().decode(),
+        TagSpecifications=LAUNCHED_FROM_TEMPLATE,
+    )["Instances"][0]  # fmt: skip
     stubs.everything()
 
     result = run(stubs, FakeTime(), content=b"", instance_id=instance["InstanceId"])
@@ -386,8 +399,9 @@ def test_canary_task_reuses_a_running_instance(
     """`invoke canary --role backend -e staging --instance-id ID`"""
     monkeypatch.setattr(canary_module, "telemetry_clients", stubs.factory)
     instance = ec2.run_instances(
-        ImageId=released, MinCount=1, MaxCount=1, UserData=user_data().decode()
-    )["Instances"][0]["InstanceId"]
+        ImageId=released, MinCount=1, MaxCount=1, UserData=user_data().decode(),
+        TagSpecifications=LAUNCHED_FROM_TEMPLATE,
+    )["Instances"][0]["InstanceId"]  # fmt: skip
     stubs.everything()
 
     tasks.canary(
