@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import posixpath
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any, Literal
@@ -82,20 +82,17 @@ def _scalar_as_text(value: Any) -> Any:
     return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
-def _image_accepts_backend_url(value: str) -> str:
-    try:
-        launch_settings.backend_upstream(value)
-    except launch_settings.LaunchSettingsError as exc:
-        raise ValueError(f"the image would refuse it: {exc}") from None
-    return value
+def _image_accepts(check: Callable[[str], object]) -> Callable[[str], str]:
+    """A validator refusing what the image's own launch-settings `check` would refuse."""
 
+    def validate(value: str) -> str:
+        try:
+            check(value)
+        except launch_settings.LaunchSettingsError as exc:
+            raise ValueError(f"the image would refuse it: {exc}") from None
+        return value
 
-def _image_accepts_host(value: str) -> str:
-    try:
-        launch_settings.checked_host(value)
-    except launch_settings.LaunchSettingsError as exc:
-        raise ValueError(f"the image would refuse it: {exc}") from None
-    return value
+    return validate
 
 
 # Users the image already has (or that own its system files): the app must not run as
@@ -246,11 +243,11 @@ class LaunchDefaults(Section):
     password here: secrets only ever arrive at launch.
     """
 
-    backend_url: Annotated[HttpUrl, AfterValidator(_image_accepts_backend_url)] = Field(
-        description="http://HOST[:PORT] of the backend (no https, path or query)"
-    )
-    db_host: Annotated[SafeToken, AfterValidator(_image_accepts_host)] = Field(
-        description="the database host: an IP address or a DNS name"
+    backend_url: Annotated[
+        HttpUrl, AfterValidator(_image_accepts(launch_settings.backend_upstream))
+    ] = Field(description="http://HOST[:PORT] of the backend (no https, path or query)")
+    db_host: Annotated[SafeToken, AfterValidator(_image_accepts(launch_settings.checked_host))] = (
+        Field(description="the database host: an IP address or a DNS name")
     )
     db_port: int = Field(ge=1, le=65535)
     db_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,64}$")]
