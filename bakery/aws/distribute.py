@@ -1,9 +1,12 @@
 """Copies of a verified AMI in other regions, and sharing it with accounts and
 organisations, never with everyone.
 
-`copy_image` carries neither tags nor bakery's guarantees, so both are re-applied to
-each copy and its snapshots. Copies are always encrypted; a copy is found again by its
-`bakery:copied-from` tag, which makes copying idempotent.
+Each copy and its snapshots are tagged as they are made (`CopyImage` with
+`TagSpecifications`: `bakery:role` and `bakery:copied-from`), so no copy is ever
+untagged; the source's other tags and bakery's guarantees (IMDSv2, deprecation), which
+`CopyImage` does not carry over, are re-applied once the copy is available. Copies are
+always encrypted; a copy is found again by its `bakery:copied-from` tag (or, cut off
+before that, by its name and description), which makes copying idempotent.
 """
 
 from __future__ import annotations
