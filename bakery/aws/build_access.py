@@ -90,7 +90,9 @@ class BuildAccess:
         if left:
             say(
                 f"[red]could not remove the build's access in {self.region}[/]: "
-                f"{'; '.join(left)}; they are tagged {tags.PURPOSE}={BUILD}: delete them by hand"
+                f"{'; '.join(left)}; they are tagged {tags.PURPOSE}={BUILD}: "
+                "`invoke janitor --apply` removes them once they expire "
+                f"({BUILD_ACCESS_LIFETIME.total_seconds() / 3600:g} h after the build began)"
             )
         return left
 

@@ -154,13 +154,25 @@ def janitor(
     config: str | None = None,
     set: list[str] | None = None,
 ) -> None:
-    """List (or --apply: remove) expired test instances, key pairs and security groups."""
+    """List (or --apply: remove) expired test instances and test and build key pairs and groups."""
     rows = find_expired(load_configs(role, "aws", config, set), apply=apply)
     results.print(
         _table(
-            f"test resources ({'applied' if apply else 'dry run: nothing changed'})",
-            ["kind", "id", "region", "expires at", "expired", "removed"],
-            [(r.kind, r.resource_id, r.region, r.expires_at, r.expired, r.removed) for r in rows],
+            f"left-over resources ({'applied' if apply else 'dry run: nothing changed'})",
+            ["kind", "purpose", "id", "region", "expires at", "expired", "in use by", "removed"],
+            [
+                (
+                    r.kind,
+                    r.purpose,
+                    r.resource_id,
+                    r.region,
+                    r.expires_at,
+                    r.expired,
+                    ", ".join(r.used_by) or "-",
+                    r.removed,
+                )
+                for r in rows
+            ],
         )
     )
 

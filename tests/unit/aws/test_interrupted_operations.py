@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from unittest import mock
 
@@ -36,10 +37,19 @@ from bakery.aws.release import release
 from bakery.config import BakeryConfig
 from bakery.errors import BakeryError
 
-from .conftest import OTHER_REGION, REGION, clock, days_ago, make_config, make_image
+from .conftest import (
+    DEBIAN_SOURCE,
+    NOW,
+    OTHER_REGION,
+    REGION,
+    clock,
+    days_ago,
+    make_config,
+    make_image,
+)
 from .failure_double import DENIED, LOST_REPLY, THROTTLED, Call, fail_calls_double
 from .test_build import INPUTS, copy_encrypted, launch_build_instance, make_build_image
-from .test_janitor import make_test_resources
+from .test_janitor import leave_build_access, make_test_resources
 
 SHARING = ("aws.share_accounts=['210987654321']", "aws.kms_key_id=alias/bakery-images")
 RUN_ID = "0123456789abcdef0123456789abcdef"
@@ -101,10 +111,21 @@ def _arrange_prune() -> dict[str, Any]:
 
 def _arrange_janitor() -> dict[str, Any]:
     cfg = make_config("backend", f"aws.copy_regions=['{OTHER_REGION}']")
-    for region in (REGION, OTHER_REGION):
+    killed = NOW - timedelta(hours=7)  # past the build access's lifetime
+    for n, region in enumerate((REGION, OTHER_REGION)):
         client = boto3.client("ec2", region_name=region)
         make_test_resources(client, "bakery-verify-old", "2030-01-15T11:00:00Z")
         make_test_resources(client, "bakery-verify-new", "2030-01-15T13:00:00Z")
+        leave_build_access(region, f"{n}" * 32, killed)  # a killed build's: removed
+    # An expired build access a live build instance still holds: kept.
+    held = leave_build_access(REGION, "f" * 32, killed)
+    boto3.client("ec2", region_name=REGION).run_instances(
+        ImageId=DEBIAN_SOURCE,
+        MinCount=1,
+        MaxCount=1,
+        KeyName=held["key-pair"],
+        SecurityGroupIds=[held["security-group"]],
+    )
     return {"cfg": cfg}
 
 
