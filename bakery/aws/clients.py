@@ -92,7 +92,7 @@ def _session() -> boto3.session.Session:
     return session
 
 
-Service = Literal["ec2", "ssm", "application-signals", "cloudwatch", "xray"]
+Service = Literal["ec2", "ssm", "application-signals", "autoscaling", "cloudwatch", "xray"]
 
 
 def aws_client(service: Service, region: str) -> Any:
@@ -105,6 +105,11 @@ def ec2_client(region: str) -> EC2Client:
     """The EC2 client for one region."""
     client: EC2Client = aws_client("ec2", region)
     return client
+
+
+def autoscaling_client(region: str) -> Any:
+    """The Auto Scaling client for one region (prune reads its launch configurations)."""
+    return aws_client("autoscaling", region)
 
 
 def ssm_client(region: str) -> SSMClient:

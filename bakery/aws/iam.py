@@ -196,6 +196,14 @@ def pipeline_policy(configs: Sequence[BakeryConfig]) -> Policy:
             "*",
             Condition=in_regions,
         ),
+        # Prune keeps an image an Auto Scaling launch configuration names; listing them
+        # has no resource-level permission.
+        _statement(
+            "DescribeLaunchConfigurations",
+            ["autoscaling:DescribeLaunchConfigurations"],
+            "*",
+            Condition=in_regions,
+        ),
         _statement(
             "ReadImageAndSnapshotAttributes",
             ["ec2:DescribeImageAttribute", "ec2:DescribeSnapshotAttribute"],

@@ -1,6 +1,8 @@
 """Removing old AMIs: per role and region, keep the N newest verified images and every
-image an environment uses or used, or that an instance (in any state but terminated)
-or a launch template version names; deregister the rest and delete their snapshots.
+image an environment uses or used, or that an instance (in any state but terminated),
+a launch template version or an Auto Scaling launch configuration names; deregister the
+rest and delete their snapshots. "Region" is every region prune manages: each config's
+home region and its copy regions.
 Snapshots an interrupted delete left behind (`images.orphaned_snapshots`) go too.
 
 A dry run (the default) changes nothing and returns the same rows, so the table shows
@@ -15,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from bakery.aws import tags
-from bakery.aws.clients import aws_errors, ec2_client, ssm_client
+from bakery.aws.clients import autoscaling_client, aws_errors, ec2_client, ssm_client
 from bakery.aws.images import (
     delete_image,
     delete_orphaned_snapshots,
@@ -87,10 +89,13 @@ def _decide(
 
 
 def images_in_use(ec2: EC2Client, region: str) -> dict[str, list[str]]:
-    """{AMI id: what uses it} in the region: instances in any state but terminated, and
-    every version of every launch template (any version can be launched by number)."""
+    """{AMI id: what uses it} in the region: instances in any state but terminated,
+    every version of every launch template (any version can be launched by number) and
+    every Auto Scaling launch configuration (a group may still scale out from one)."""
     users: dict[str, list[str]] = {}
-    with aws_errors(f"looking for the instances and launch templates in {region}"):
+    with aws_errors(
+        f"looking for the instances, launch templates and launch configurations in {region}"
+    ):
         for page in ec2.get_paginator("describe_instances").paginate(
             Filters=[{"Name": "instance-state-name", "Values": _ALIVE}]
         ):
@@ -110,6 +115,13 @@ def images_in_use(ec2: EC2Client, region: str) -> dict[str, list[str]]:
                             f"launch template {version.get('LaunchTemplateName', '')} "
                             f"v{version.get('VersionNumber', '?')} launches it"
                         )
+        autoscaling = autoscaling_client(region)
+        for page in autoscaling.get_paginator("describe_launch_configurations").paginate():
+            for configuration in page.get("LaunchConfigurations", []):
+                users.setdefault(configuration.get("ImageId", ""), []).append(
+                    f"launch configuration {configuration.get('LaunchConfigurationName', '')} "
+                    "launches it"
+                )
     return users
 
 

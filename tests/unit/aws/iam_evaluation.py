@@ -169,6 +169,8 @@ def requests_for(record: dict[str, Any]) -> list[Request]:
         name = parameters.get("Name") or parameters["Path"]
         arn = f"arn:aws:ssm:{region}:{account}:parameter/{name.lstrip('/')}"
         return [Request(iam_action, arn, base, why)]
+    if service == "autoscaling" and action.startswith("Describe"):
+        return [Request(iam_action, "*", base, why)]  # no resource-level permission
     if service != "ec2":
         raise LookupError(f"no IAM mapping for {service}:{action}")
     if action.startswith("Describe") and action not in (

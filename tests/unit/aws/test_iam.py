@@ -86,6 +86,7 @@ def test_pipeline_policy_names_only_the_configured_regions_and_prefix() -> None:
                 # Only actions without resource-level permissions, held to the regions.
                 assert statement["Sid"] in {
                     "Describe",
+                    "DescribeLaunchConfigurations",
                     "CanaryReadsTelemetry",
                     "StartApplicationSignals",
                 }

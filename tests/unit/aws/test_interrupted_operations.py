@@ -105,7 +105,11 @@ def _arrange_prune() -> dict[str, Any]:
     make_image(status=tags.REJECTED, created=days_ago(3), name="rejected")
     home = boto3.client("ec2", region_name=REGION)
     home.run_instances(ImageId=amis[2], MinCount=1, MaxCount=1)
-    _images(2, OTHER_REGION, prefix="there")
+    there = _images(3, OTHER_REGION, prefix="there")
+    # In use in the copy region by a launch configuration: kept there.
+    boto3.client("autoscaling", region_name=OTHER_REGION).create_launch_configuration(
+        LaunchConfigurationName="web", ImageId=there[0], InstanceType="t3.micro"
+    )
     return {"cfg": cfg}
 
 

@@ -145,9 +145,10 @@ def test_prune_keeps_an_image_an_instance_runs_from_in_every_region(
     assert image_of(client, amis[1]) is None  # not in use, not among the newest: gone
 
 
-def test_prune_keeps_an_image_any_launch_template_version_names(aws: None) -> None:
-    client = boto3.client("ec2", region_name=REGION)
-    amis = [make_image(created=days_ago(5 - n)) for n in range(3)]
+@pytest.mark.parametrize("region", [REGION, OTHER_REGION])
+def test_prune_keeps_an_image_any_launch_template_version_names(aws: None, region: str) -> None:
+    client = boto3.client("ec2", region_name=region)
+    amis = [make_image(region=region, created=days_ago(5 - n)) for n in range(3)]
     client.create_launch_template(
         LaunchTemplateName="old-web", LaunchTemplateData={"ImageId": amis[0]}
     )
@@ -155,11 +156,55 @@ def test_prune_keeps_an_image_any_launch_template_version_names(aws: None) -> No
     client.create_launch_template_version(
         LaunchTemplateName="old-web", LaunchTemplateData={"ImageId": amis[2]}
     )
-    rows = prune([make_config("backend")], keep=1, apply=True, clock=clock())
+    cfg = make_config("backend", f"aws.copy_regions=['{OTHER_REGION}']")
+    rows = prune([cfg], keep=1, apply=True, clock=clock())
     reasons = {row.ami_id: row.reason for row in rows}
     assert reasons[amis[0]] == "launch template old-web v1 launches it"
     assert image_of(client, amis[0]) is not None
     assert image_of(client, amis[1]) is None
+
+
+@pytest.mark.parametrize("region", [REGION, OTHER_REGION])
+def test_prune_keeps_an_image_an_auto_scaling_launch_configuration_names(
+    aws: None, region: str
+) -> None:
+    """A launch configuration cannot be changed, only replaced: while it exists, its
+    group can scale out from its image."""
+    client = boto3.client("ec2", region_name=region)
+    amis = [make_image(region=region, created=days_ago(5 - n)) for n in range(3)]
+    boto3.client("autoscaling", region_name=region).create_launch_configuration(
+        LaunchConfigurationName="web-2029", ImageId=amis[0], InstanceType="t3.micro"
+    )
+    cfg = make_config("backend", f"aws.copy_regions=['{OTHER_REGION}']")
+    dry = prune([cfg], keep=1, clock=clock())
+    assert {row.ami_id: row.decision for row in dry if row.region == region} == {
+        amis[0]: "keep",
+        amis[1]: "delete",
+        amis[2]: "keep",
+    }
+    rows = prune([cfg], keep=1, apply=True, clock=clock())
+    reasons = {row.ami_id: row.reason for row in rows}
+    assert reasons[amis[0]] == "launch configuration web-2029 launches it"
+    assert image_of(client, amis[0]) is not None
+    assert image_of(client, amis[1]) is None
+
+
+def test_prune_keeps_an_image_in_use_in_a_copy_region_it_is_not_in_use_at_home(
+    aws: None,
+) -> None:
+    """In use is a fact of one region: the copy kept, the home image of the same name
+    (used by nothing) pruned like any other."""
+    home = boto3.client("ec2", region_name=REGION)
+    there = boto3.client("ec2", region_name=OTHER_REGION)
+    home_amis = [make_image(created=days_ago(5 - n), name=f"b-{n}") for n in range(3)]
+    copies = [
+        make_image(region=OTHER_REGION, created=days_ago(5 - n), name=f"b-{n}") for n in range(3)
+    ]
+    there.run_instances(ImageId=copies[0], MinCount=1, MaxCount=1)
+    cfg = make_config("backend", f"aws.copy_regions=['{OTHER_REGION}']")
+    prune([cfg], keep=1, apply=True, clock=clock())
+    assert image_of(there, copies[0]) is not None
+    assert image_of(home, home_amis[0]) is None
 
 
 def test_a_snapshot_left_by_an_interrupted_delete_goes_on_the_next_prune(ec2: Any) -> None:
