@@ -30,6 +30,7 @@ from typing import Any
 from bakery.aws import tags
 from bakery.aws.images import regions_of
 from bakery.config import BakeryConfig
+from bakery.packer import PackerVersion
 
 Policy = dict[str, Any]
 
@@ -154,8 +155,14 @@ def instance_policy(cfg: BakeryConfig, secret_path: str = DEFAULT_SECRET_PATH) -
     return _policy(*statements)
 
 
-def pipeline_policy(configs: Sequence[BakeryConfig]) -> Policy:
-    """The least-privilege policy of whoever runs bakery (CI), Packer included."""
+def pipeline_policy(configs: Sequence[BakeryConfig], packer: PackerVersion | None = None) -> Policy:
+    """The least-privilege policy of whoever runs bakery (CI), Packer included.
+
+    `packer` is the Packer that builds (`invoke iam` asks the installed one): with the
+    amazon plugin of Packer >= 1.7 every resource Packer makes is tagged as it is made,
+    so nothing untagged is ever touched; None is a policy for any Packer bakery renders
+    for, 1.6's untagged AMIs included (`untagged_build_image_statements`).
+    """
     regions = regions_of(configs)
 
     def ec2(*resources: str) -> list[str]:
@@ -174,7 +181,6 @@ def pipeline_policy(configs: Sequence[BakeryConfig]) -> Policy:
     in_regions = {"StringEquals": {"aws:RequestedRegion": regions}}
     bakery_image = {"StringEquals": {f"aws:ResourceTag/{tags.ROLE}": roles}}
     bakery_made = {"StringEquals": {f"aws:ResourceTag/{tags.PURPOSE}": purposes}}
-    no_bakery_role = {"Null": {f"aws:ResourceTag/{tags.ROLE}": "true"}}
     statements = [
         _statement(
             "Describe",
@@ -253,7 +259,7 @@ def pipeline_policy(configs: Sequence[BakeryConfig]) -> Policy:
         _statement(
             "TagWhatIsCreated",
             ["ec2:CreateTags"],
-            ec2("instance/*", "key-pair/*", "security-group/*", "volume/*"),
+            ec2(*_tagged_at_launch(packer), "key-pair/*", "security-group/*"),
             Condition={
                 "StringEquals": {
                     "ec2:CreateAction": ["CreateSecurityGroup", "ImportKeyPair", "RunInstances"]
@@ -308,48 +314,6 @@ def pipeline_policy(configs: Sequence[BakeryConfig]) -> Policy:
             ],
             ec2("image/*", "snapshot/*"),
             Condition=bakery_image,
-        ),
-        # Packer 1.6's CreateImage carries no tags: it tags the AMI and its snapshots once
-        # the AMI is available. Those first tags are a built image's: one of bakery's
-        # roles, status built and a run id (the template's `tags`/`snapshot_tags`, and
-        # bakery's re-tag). Known gap (docs/aws.md): a request with those tags can still
-        # claim another untagged AMI.
-        _statement(
-            "TagNewImagesAsBakerys",
-            ["ec2:CreateTags"],
-            ec2("image/*", "snapshot/*"),
-            Condition={
-                "Null": {
-                    f"aws:ResourceTag/{tags.ROLE}": "true",
-                    f"aws:RequestTag/{tags.RUN_ID}": "false",
-                },
-                "StringEquals": {
-                    f"aws:RequestTag/{tags.ROLE}": roles,
-                    f"aws:RequestTag/{tags.STATUS}": [tags.BUILT],
-                },
-            },
-        ),
-        # A build stopped before Packer tagged its AMI leaves it untagged, and bakery's
-        # clean-up removes it. Known gap (docs/aws.md): IAM cannot tell it from other
-        # untagged AMIs.
-        _statement(
-            "RemoveUntaggedBuildImages",
-            ["ec2:DeleteSnapshot", "ec2:DeregisterImage"],
-            ec2("image/*", "snapshot/*"),
-            Condition=no_bakery_role,
-        ),
-        # delete_image marks the snapshots behind an AMI it deregisters, so a delete cut
-        # short is found again (images.py). A failed build's untagged AMI has untagged
-        # snapshots: they may get that marker and no other tag, which grants nothing.
-        _statement(
-            "MarkSnapshotsForDeletion",
-            ["ec2:CreateTags"],
-            ec2("snapshot/*"),
-            Condition={
-                "ForAllValues:StringEquals": {"aws:TagKeys": [tags.DELETING_WITH]},
-                # ForAllValues holds for a request with no tag keys at all: ask for one.
-                "Null": {"aws:TagKeys": "false", f"aws:ResourceTag/{tags.ROLE}": "true"},
-            },
         ),
         # Never make a snapshot public, whatever its tags.
         _statement(
@@ -433,6 +397,8 @@ def pipeline_policy(configs: Sequence[BakeryConfig]) -> Policy:
         ),
         _statement("ApplicationSignalsLinkedRoleLookup", ["iam:GetRole"], _linked_role_arn()),
     ]
+    if not packer_tags_images_as_it_makes_them(packer):
+        statements += untagged_build_image_statements(roles, ec2("image/*", "snapshot/*"))
     if profiles:
         # The role behind each instance profile (bakery expects them to share a name).
         statements.append(
@@ -467,6 +433,82 @@ def pipeline_policy(configs: Sequence[BakeryConfig]) -> Policy:
     return _policy(*statements)
 
 
+# With Packer >= 1.7 bakery renders `required_plugins` amazon >= 1.3.0
+# (packer/plugins.pkr.hcl.j2). packer-plugin-amazon passes `run_tags` as
+# TagSpecifications on CreateImage, for the image and its snapshots, since v1.0.2
+# (builder/ebs/step_create_ami.go; bakery never sets `skip_ami_run_tags`), and on
+# RunInstances for the instance, its network interface and, with `run_volume_tags`, its
+# volumes (builder/common/step_run_source_instance.go). Packer 1.6.6's built-in
+# amazon-ebs sends no tags with CreateImage and tags the AMI only once it is available,
+# and tags no network interface. (Neither tags at creation in AWS China or GovCloud,
+# whose partitions this policy does not name.)
+
+
+def packer_tags_images_as_it_makes_them(packer: PackerVersion | None) -> bool:
+    """Does this Packer's amazon-ebs tag the AMI and snapshots in the CreateImage call?
+    The plugin does (Packer >= 1.7); 1.6's built-in builder does not."""
+    return packer is not None and packer.has_plugin_system
+
+
+def _tagged_at_launch(packer: PackerVersion | None) -> list[str]:
+    """What RunInstances tags as it launches (bakery's test instance, Packer's build
+    instance): the plugin also tags the network interface."""
+    made = ["instance/*", "volume/*"]
+    if packer is None or packer_tags_images_as_it_makes_them(packer):
+        made.append("network-interface/*")
+    return made
+
+
+def untagged_build_image_statements(roles: Sequence[str], images: list[str]) -> list[Policy]:
+    """What only Packer 1.6 needs: its CreateImage carries no tags, so a build stopped
+    before Packer tagged the AMI leaves an untagged AMI and snapshots, which bakery's
+    clean-up removes, and Packer's first tags land on an untagged AMI. The narrowest
+    form IAM can express; known gaps (docs/aws.md): a request with a built image's tags
+    can claim another untagged AMI, and untagged AMIs and snapshots can be deleted."""
+    roles = sorted(roles)
+    return [
+        # Packer 1.6 tags the AMI and its snapshots once the AMI is available. Those
+        # first tags are a built image's: one of bakery's roles, status built and a run
+        # id (the template's `tags`/`snapshot_tags`, and bakery's re-tag).
+        _statement(
+            "TagNewImagesAsBakerys",
+            ["ec2:CreateTags"],
+            images,
+            Condition={
+                "Null": {
+                    f"aws:ResourceTag/{tags.ROLE}": "true",
+                    f"aws:RequestTag/{tags.RUN_ID}": "false",
+                },
+                "StringEquals": {
+                    f"aws:RequestTag/{tags.ROLE}": roles,
+                    f"aws:RequestTag/{tags.STATUS}": [tags.BUILT],
+                },
+            },
+        ),
+        # A build stopped before Packer tagged its AMI leaves it untagged, and bakery's
+        # clean-up removes it: IAM cannot tell it from other untagged AMIs.
+        _statement(
+            "RemoveUntaggedBuildImages",
+            ["ec2:DeleteSnapshot", "ec2:DeregisterImage"],
+            images,
+            Condition={"Null": {f"aws:ResourceTag/{tags.ROLE}": "true"}},
+        ),
+        # delete_image marks the snapshots behind an AMI it deregisters, so a delete cut
+        # short is found again (images.py). A failed build's untagged AMI has untagged
+        # snapshots: they may get that marker and no other tag, which grants nothing.
+        _statement(
+            "MarkSnapshotsForDeletion",
+            ["ec2:CreateTags"],
+            [arn for arn in images if ":snapshot/" in arn],
+            Condition={
+                "ForAllValues:StringEquals": {"aws:TagKeys": [tags.DELETING_WITH]},
+                # ForAllValues holds for a request with no tag keys at all: ask for one.
+                "Null": {"aws:TagKeys": "false", f"aws:ResourceTag/{tags.ROLE}": "true"},
+            },
+        ),
+    ]
+
+
 def _linked_role_arn() -> str:
     return (
         f"arn:aws:iam::*:role/aws-service-role/{APPLICATION_SIGNALS_SERVICE}/"
@@ -475,11 +517,14 @@ def _linked_role_arn() -> str:
 
 
 def iam_documents(
-    configs: Sequence[BakeryConfig], secret_path: str = DEFAULT_SECRET_PATH
+    configs: Sequence[BakeryConfig],
+    secret_path: str = DEFAULT_SECRET_PATH,
+    packer: PackerVersion | None = None,
 ) -> dict[str, Policy]:
-    """{document name: policy} for every role's instances and for the pipeline."""
+    """{document name: policy} for every role's instances and for the pipeline (for the
+    given Packer; None: for any Packer bakery renders for)."""
     documents = {f"instance-{cfg.role}": instance_policy(cfg, secret_path) for cfg in configs}
-    documents["pipeline"] = pipeline_policy(configs)
+    documents["pipeline"] = pipeline_policy(configs, packer)
     return documents
 
 

@@ -50,11 +50,13 @@ from bakery.cli import (
     task,
 )
 from bakery.config import REPO_ROOT, BakeryConfig
-from bakery.errors import BadInput
+from bakery.errors import BadInput, MissingTool
+from bakery.packer import PackerVersion, detect_version
 
 ROLE_HELP = {key: COMMON_HELP[key] for key in ("role", "config", "set")}
 # An SSM parameter path the instance role may read below: no wildcards, no empty segments.
 SSM_SECRET_PATH = re.compile(r"(/[A-Za-z0-9_.-]+)+/?")
+PACKER_VERSION = re.compile(r"v?[0-9]+\.[0-9]+\.[0-9]+")
 # What EC2 and IAM accept, checked before any AWS call so a typo is bad input, not a failure.
 AMI_ID = re.compile(r"ami-[0-9a-f]{8,17}")
 INSTANCE_PROFILE_NAME = re.compile(r"[\w+=,.@-]{1,128}")
@@ -218,6 +220,8 @@ def enable_application_signals(
         **ROLE_HELP,
         "output": "folder for the policy JSON files (default: iam/ in the repo)",
         "secret_path": f"SSM path of launch-time secrets (default: {DEFAULT_SECRET_PATH})",
+        "packer_version": "the Packer that builds, e.g. 1.6.6 or 1.10.0 (default: the "
+        "installed one's; `any` for a policy every supported Packer works with)",
     },
 )
 @exits_cleanly
@@ -226,6 +230,7 @@ def iam(
     role: list[str] | None = None,
     output: str | None = None,
     secret_path: str = DEFAULT_SECRET_PATH,
+    packer_version: str | None = None,
     config: str | None = None,
     set: list[str] | None = None,
 ) -> None:
@@ -235,13 +240,35 @@ def iam(
             f"--secret-path {secret_path}: give an SSM path like /bakery/secrets/ (letters, "
             "digits, _ . - between slashes; no wildcards: the policy would grant every secret)"
         )
-    documents = iam_documents(load_configs(role, "aws", config, set), secret_path)
+    packer = _packer_for_iam(packer_version)
+    documents = iam_documents(load_configs(role, "aws", config, set), secret_path, packer)
     folder = Path(output) if output else REPO_ROOT / "iam"
     if folder.exists() and not folder.is_dir():
         raise BadInput(f"--output {output}: is a file; give a folder for the policy files")
     for path in write_iam_documents(documents, folder):
         shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
         console.print(f"wrote {escape(str(shown))}")
+    console.print(f"the pipeline policy is for Packer {packer or 'of any supported version'}")
+
+
+def _packer_for_iam(option: str | None) -> PackerVersion | None:
+    """--packer-version: a version, `any`, or (absent) the installed Packer's, else any."""
+    if option is not None and option.strip().lower() == "any":
+        return None
+    if option is not None:
+        if not PACKER_VERSION.fullmatch(option.strip()):
+            raise BadInput(
+                f"--packer-version {option}: give a version such as 1.6.6 or 1.10.0, or `any`"
+            )
+        return PackerVersion.parse(option)
+    try:
+        return detect_version()
+    except MissingTool:
+        console.print(
+            "packer is not installed: writing a pipeline policy for any supported Packer "
+            "(pass --packer-version to narrow it)"
+        )
+        return None
 
 
 @task(

@@ -51,3 +51,27 @@ def test_bad_input_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_iam_task_writes_the_documents(tmp_path: Path) -> None:
     tasks.iam(Context(Config(lazy=True)), output=str(tmp_path))
     assert json.loads((tmp_path / "pipeline.json").read_text())["Version"] == "2012-10-17"
+
+
+def _sids(folder: Path) -> list[str]:
+    return [s["Sid"] for s in json.loads((folder / "pipeline.json").read_text())["Statement"]]
+
+
+def test_iam_task_renders_the_pipeline_policy_for_the_packer_version_asked(
+    tmp_path: Path,
+) -> None:
+    for version, folder in [("1.6.6", "old"), ("1.10.0", "plugin"), ("any", "any")]:
+        tasks.iam(Context(Config(lazy=True)), output=str(tmp_path / folder), packer_version=version)
+    assert "RemoveUntaggedBuildImages" in _sids(tmp_path / "old")
+    assert "RemoveUntaggedBuildImages" in _sids(tmp_path / "any")
+    assert "RemoveUntaggedBuildImages" not in _sids(tmp_path / "plugin")
+
+
+def test_iam_task_refuses_a_packer_version_it_cannot_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        tasks.iam(Context(Config(lazy=True)), output=str(tmp_path), packer_version="latest")
+    assert caught.value.code == 2
+    assert "--packer-version latest" in capsys.readouterr().err
+    assert not (tmp_path / "pipeline.json").exists()

@@ -314,6 +314,12 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
     "invoke iam --output build/iam": (
         Test("tests/unit/aws/test_tasks.py::test_iam_task_writes_the_documents"),
     ),
+    "invoke iam --packer-version 1.10.0 --output build/iam": (
+        Test(
+            "tests/unit/aws/test_tasks.py::"
+            "test_iam_task_renders_the_pipeline_policy_for_the_packer_version_asked"
+        ),
+    ),
     "invoke iam --role R --set service.log_group=GROUP": (
         Run(
             wrote("iam/instance-backend.json", "log-group:/aws/ec2/staging/checkout:"),
