@@ -246,6 +246,71 @@ def check_not_public(ec2: EC2Client, image: ImageTypeDef, region: str) -> None:
     )
 
 
+def _granted(
+    ec2: EC2Client, image: ImageTypeDef
+) -> tuple[list[LaunchPermissionTypeDef], dict[str, set[str]]]:
+    """Who may launch the image now (accounts and organisations; `all` is never
+    bakery's and is refused before this), and which accounts may make a volume of each
+    snapshot behind it."""
+    launch = ec2.describe_image_attribute(ImageId=image["ImageId"], Attribute="launchPermission")
+    permissions: list[LaunchPermissionTypeDef] = []
+    for item in launch.get("LaunchPermissions", []):
+        if "UserId" in item:
+            permissions.append({"UserId": item["UserId"]})
+        elif "OrganizationArn" in item:
+            permissions.append({"OrganizationArn": item["OrganizationArn"]})
+        elif "OrganizationalUnitArn" in item:
+            permissions.append({"OrganizationalUnitArn": item["OrganizationalUnitArn"]})
+    volumes = {
+        snapshot: {
+            item["UserId"]
+            for item in ec2.describe_snapshot_attribute(
+                SnapshotId=snapshot, Attribute="createVolumePermission"
+            ).get("CreateVolumePermissions", [])
+            if "UserId" in item
+        }
+        for snapshot in snapshot_ids(image)
+    }
+    return permissions, volumes
+
+
+def _converge_sharing(
+    ec2: EC2Client,
+    image: ImageTypeDef,
+    wanted: list[LaunchPermissionTypeDef],
+    accounts: Sequence[str],
+) -> None:
+    """Make the image's launch permissions and its snapshots' volume permissions exactly
+    the configured ones: grant what is missing, then revoke what config no longer names."""
+    image_id = image["ImageId"]
+    current, volumes = _granted(ec2, image)
+    missing = [p for p in wanted if p not in current]
+    stale = [p for p in current if p not in wanted]
+    if missing:
+        ec2.modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": missing})
+    # Organisations cannot be given createVolumePermission; launching needs none.
+    for snapshot, users in volumes.items():
+        add = sorted(set(accounts) - users)
+        if add:
+            ec2.modify_snapshot_attribute(
+                SnapshotId=snapshot,
+                Attribute="createVolumePermission",
+                OperationType="add",
+                UserIds=add,
+            )
+    if stale:
+        ec2.modify_image_attribute(ImageId=image_id, LaunchPermission={"Remove": stale})
+    for snapshot, users in volumes.items():
+        remove = sorted(users - set(accounts))
+        if remove:
+            ec2.modify_snapshot_attribute(
+                SnapshotId=snapshot,
+                Attribute="createVolumePermission",
+                OperationType="remove",
+                UserIds=remove,
+            )
+
+
 def share_image(
     cfg: BakeryConfig,
     ami_id: str,
@@ -254,15 +319,14 @@ def share_image(
     accounts: Sequence[str] | None = None,
     org_arns: Sequence[str] | None = None,
 ) -> list[str]:
-    """Grant launch permission (and createVolumePermission on the snapshots) to the
-    configured accounts and organisations, for the image and its copies; returns the
-    image ids shared. Public sharing is refused, and every image is checked (verified,
-    not public) before the first permission is granted. Granting again is harmless."""
+    """Make the launch permission (and createVolumePermission on the snapshots) of the
+    image and its copies exactly the configured accounts and organisations: missing
+    ones are granted, ones config no longer names are revoked (instances they run keep
+    running); returns the image ids shared. Public sharing is refused, and every image
+    is checked (verified, not public) before the first change. A re-run changes nothing."""
     accounts = list(cfg.aws.share_accounts if accounts is None else accounts)
     org_arns = list(cfg.aws.share_org_arns if org_arns is None else org_arns)
     check_share_targets(cfg, accounts, org_arns)
-    if not accounts and not org_arns:
-        return []
     checked: list[tuple[EC2Client, str, ImageTypeDef]] = []
     for region, image_id in {cfg.aws.region: ami_id, **(copies or {})}.items():
         ec2 = ec2_client(region)
@@ -273,22 +337,12 @@ def share_image(
             )
         check_not_public(ec2, image, region)
         checked.append((ec2, region, image))
+    wanted = _launch_permissions(accounts, org_arns)
     for ec2, region, image in checked:
-        image_id = image["ImageId"]
-        with aws_errors(f"sharing {image_id} in {region}"):
-            ec2.modify_image_attribute(
-                ImageId=image_id,
-                LaunchPermission={"Add": _launch_permissions(accounts, org_arns)},
-            )
-            # Organisations cannot be given createVolumePermission; launching needs none.
-            if accounts:
-                for snapshot in snapshot_ids(image):
-                    ec2.modify_snapshot_attribute(
-                        SnapshotId=snapshot,
-                        Attribute="createVolumePermission",
-                        OperationType="add",
-                        UserIds=accounts,
-                    )
+        with aws_errors(f"sharing {image['ImageId']} in {region}"):
+            _converge_sharing(ec2, image, wanted, accounts)
+    if not accounts and not org_arns:
+        return []
     shared = [image["ImageId"] for _, _, image in checked]
     if cfg.aws.kms_key_id:
         key = cfg.aws.kms_key_id

@@ -12,7 +12,8 @@ from bakery.aws.distribute import check_share_targets, copy_to_regions, kms_key_
 from bakery.aws.release import release
 from bakery.errors import BadInput, OperationFailed
 
-from .conftest import OTHER_REGION, image_tags, make_config, make_image, snapshot_ids_of
+from .conftest import OTHER_REGION, clock, image_tags, make_config, make_image, snapshot_ids_of
+from .failure_double import fail_calls_double
 
 ACCOUNT_B = "210987654321"
 SHARING = (
@@ -118,3 +119,68 @@ def test_a_copy_does_not_inherit_the_sources_promotions(ec2: Any) -> None:
     assert tags.promoted_environments(values) == []
     assert tags.rolled_back_key("dev") not in values
     assert values[tags.STATUS] == tags.VERIFIED
+
+
+ACCOUNT_C = "345678901234"
+ORG_UNIT = "arn:aws:organizations::123456789012:ou/o-a1b2c3d4e5/ou-ab12-cd34ef56"
+
+
+def _launchers(client: Any, ami: str) -> list[dict[str, str]]:
+    found = client.describe_image_attribute(ImageId=ami, Attribute="launchPermission")
+    return sorted(found["LaunchPermissions"], key=repr)
+
+
+def _volume_users(client: Any, ami: str) -> list[list[dict[str, str]]]:
+    return [
+        client.describe_snapshot_attribute(SnapshotId=s, Attribute="createVolumePermission")[
+            "CreateVolumePermissions"
+        ]
+        for s in snapshot_ids_of(client, ami)
+    ]
+
+
+def test_a_rerun_with_a_changed_account_list_shares_with_exactly_the_new_list(ec2: Any) -> None:
+    """Adversarial: the share list changes between two runs of the same release. The
+    account dropped from config loses launch and volume permission, in every region;
+    the new one gets them; a third run changes nothing."""
+    ami = make_image()
+    copying = f"aws.copy_regions=['{OTHER_REGION}']"
+    before = make_config("backend", copying, *SHARING)
+    first = release(before, "production", ami, clock=clock())
+    after = make_config(
+        "backend",
+        copying,
+        f"aws.share_accounts=['{ACCOUNT_C}']",
+        f"aws.share_org_arns=['{ORG_UNIT}']",
+        "aws.kms_key_id=alias/bakery-images",
+    )
+    second = release(after, "production", ami, clock=clock())
+    assert second.regions == first.regions
+    other = boto3.client("ec2", region_name=OTHER_REGION)
+    for client, image in [(ec2, ami), (other, second.regions[OTHER_REGION])]:
+        assert _launchers(client, image) == [
+            {"OrganizationalUnitArn": ORG_UNIT},
+            {"UserId": ACCOUNT_C},
+        ]
+        assert _volume_users(client, image) == [[{"UserId": ACCOUNT_C}]]
+    with fail_calls_double() as double:
+        release(after, "production", ami, clock=clock())
+    # (moto reports no ImdsSupport, so the copy's IMDSv2 attribute is set again.)
+    sharing = [
+        (str(call), call.region)
+        for call in double.calls
+        if call.operation == "ModifySnapshotAttribute"
+        or (
+            call.operation == "ModifyImageAttribute"
+            and any(str(key).startswith("LaunchPermission") for key in call.request["body"])
+        )
+    ]
+    assert sharing == []
+
+
+def test_sharing_with_nobody_any_more_revokes_every_share(ec2: Any) -> None:
+    ami = make_image()
+    share_image(make_config("backend", *SHARING), ami)
+    assert share_image(make_config("backend", "aws.kms_key_id=alias/bakery-images"), ami) == []
+    assert _launchers(ec2, ami) == []
+    assert _volume_users(ec2, ami) == [[]]
