@@ -72,6 +72,8 @@ def _decide(
         return KEEP, f"promoted to {', '.join(promoted)}"
     if in_use_by:
         return KEEP, "; ".join(in_use_by)
+    if state == "pending":
+        return KEEP, "still being made"
     if state == "failed":
         return DELETE, "AWS failed to create it (a failed build or copy)"
     status = values.get(tags.STATUS, "")
@@ -125,6 +127,20 @@ def images_in_use(ec2: EC2Client, region: str) -> dict[str, list[str]]:
     return users
 
 
+def images_being_copied(ec2: EC2Client, region: str) -> dict[str, list[str]]:
+    """{source AMI id: why it is in use} for every copy still being made in the region:
+    deleting the source would fail the copy of a release under way (a release copies
+    before it promotes at home, so the source may be neither promoted nor pointed to)."""
+    sources: dict[str, list[str]] = {}
+    for image in role_images(ec2):
+        source = tags.as_dict(image.get("Tags")).get(tags.COPIED_FROM)
+        if image.get("State") == "pending" and source:
+            sources.setdefault(source, []).append(
+                f"copy {image['ImageId']} in {region} is being made from it"
+            )
+    return sources
+
+
 def _sweep_orphans(ec2: EC2Client, region: str, apply: bool) -> list[PruneRow]:
     orphans = orphaned_snapshots(ec2)
     if apply:
@@ -158,10 +174,13 @@ def prune(
     rows: list[PruneRow] = []
     clients: dict[str, EC2Client] = {}
     users: dict[str, dict[str, list[str]]] = {}
+    copying: dict[str, list[str]] = {}  # AMI ids are unique across regions
     for region in regions_of(configs):
         clients[region] = ec2 = ec2_client(region)
         rows += _sweep_orphans(ec2, region, apply)
         users[region] = images_in_use(ec2, region)
+        for source, why in images_being_copied(ec2, region).items():
+            copying.setdefault(source, []).extend(why)
     for cfg in configs:
         wanted = keep if keep is not None else cfg.aws.retention
         for region in dict.fromkeys([cfg.aws.region, *cfg.aws.copy_regions]):
@@ -184,7 +203,9 @@ def prune(
                     image.get("State", ""),
                     values,
                     created,
-                    pointers.get(ami_id, []) + users[region].get(ami_id, []),
+                    pointers.get(ami_id, [])
+                    + users[region].get(ami_id, [])
+                    + copying.get(ami_id, []),
                     rank,
                     wanted,
                     now,

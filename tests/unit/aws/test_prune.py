@@ -8,6 +8,7 @@ import boto3
 import pytest
 
 from bakery.aws import tags
+from bakery.aws.distribute import copy_to_regions
 from bakery.aws.prune import prune
 from bakery.aws.release import release
 from bakery.errors import BadInput, OperationFailed
@@ -224,3 +225,28 @@ def test_a_snapshot_left_by_an_interrupted_delete_goes_on_the_next_prune(ec2: An
     prune([cfg], keep=1, apply=True, clock=clock())
     assert not set(snapshots) & existing_snapshots(ec2)
     assert image_of(ec2, amis[1]) is not None
+
+
+def test_prune_keeps_the_source_of_a_copy_still_being_made_and_the_pending_copy(
+    aws: None,
+) -> None:
+    """Adversarial: prune runs while a release copies an older verified image (releases
+    copy before they promote at home, so the source is neither promoted nor pointed to
+    yet). Deleting it would fail the copy: it is in use until the copy is done."""
+    from moto.ec2.models import ec2_backends
+
+    from .conftest import ACCOUNT
+
+    home = boto3.client("ec2", region_name=REGION)
+    amis = [make_image(created=days_ago(5 - n)) for n in range(3)]
+    cfg = make_config("backend", f"aws.copy_regions=['{OTHER_REGION}']")
+    copy = copy_to_regions(cfg, amis[0])[OTHER_REGION]
+    ec2_backends[ACCOUNT][OTHER_REGION].amis[copy].state = "pending"
+
+    rows = prune([cfg], keep=1, apply=True, clock=clock())
+    reasons = {row.ami_id: row.reason for row in rows}
+    assert reasons[amis[0]] == f"copy {copy} in {OTHER_REGION} is being made from it"
+    assert reasons[copy] == "still being made"
+    assert image_of(home, amis[0]) is not None
+    assert image_of(boto3.client("ec2", region_name=OTHER_REGION), copy) is not None
+    assert image_of(home, amis[1]) is None  # the rest is pruned as before
