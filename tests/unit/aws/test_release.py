@@ -249,3 +249,26 @@ def test_a_public_snapshot_behind_a_copy_is_found_in_its_region(ec2: Any, ssm: A
     with pytest.raises(OperationFailed, match=f"{opened} .*{OTHER_REGION}"):
         release(cfg, "production", ami, clock=clock())
     assert parameter_history(ssm, PARAMETER) == []
+
+
+def test_a_rerun_after_the_copy_was_deregistered_makes_a_new_copy_and_repoints(
+    ec2: Any, ssm: Any
+) -> None:
+    """Adversarial: someone deregisters the copy in the copy region after a release. The
+    same release run again must not leave that region's parameter naming a deregistered
+    AMI: it copies again, tags and shares the new copy, and writes the parameter there."""
+    ami = make_image()
+    cfg = make_config("backend", COPYING)
+    first = release(cfg, "production", ami, clock=clock())
+    other = boto3.client("ec2", region_name=OTHER_REGION)
+    other.deregister_image(ImageId=first.regions[OTHER_REGION])
+
+    second = release(cfg, "production", ami, clock=clock())
+    copy = second.regions[OTHER_REGION]
+    assert copy != first.regions[OTHER_REGION]
+    other_ssm = boto3.client("ssm", region_name=OTHER_REGION)
+    history = parameter_history(other_ssm, PARAMETER)
+    assert history[-1].value == copy and history[-1].labels == ("current",)
+    assert tags.promoted_key("production") in image_tags(other, copy)
+    # The home region was done: nothing written there again.
+    assert [(h.value, h.labels) for h in parameter_history(ssm, PARAMETER)] == [(ami, ("current",))]
