@@ -14,6 +14,7 @@ from invoke.context import Context
 from rich.markup import escape
 from rich.table import Table
 
+from bakery.aws import slo as slos
 from bakery.aws.appsignals import enable_application_signals as start_discovery
 from bakery.aws.canary import DEFAULT_TIMEOUT, run_canary
 from bakery.aws.clients import ec2_client
@@ -40,6 +41,7 @@ from bakery.aws.launch import (
 )
 from bakery.aws.prune import prune as decide_prune
 from bakery.aws.release import release as promote
+from bakery.aws.tags import utc_now
 from bakery.cli import (
     COMMON_HELP,
     console,
@@ -380,3 +382,70 @@ def canary(
     console.print(
         f"[green]telemetry arrived[/] for {result.service} in {result.deployment_environment}"
     )
+
+
+SLO_VERBS = {"create": "would create", "update": "would update", "unchanged": "unchanged"}
+APPLIED_VERBS = {"create": "created", "update": "updated", "unchanged": "unchanged"}
+
+
+def show_slo_changes(changes: Sequence[slos.SloChange], environment: str, apply: bool) -> None:
+    """Print what an SLO run did (or, without apply, would do), one row per SLO or alarm."""
+    verbs = APPLIED_VERBS if apply else SLO_VERBS
+    results.print(
+        _table(
+            f"SLOs in {environment} ({'applied' if apply else 'dry run: nothing changed'})",
+            ["kind", "name", "decision", "detail"],
+            [(c.kind, c.name, verbs[c.action], c.detail) for c in changes],
+        )
+    )
+
+
+def _slo_row(status: slos.SloStatus) -> tuple[str, ...]:
+    attainment = "-" if status.attainment is None else f"{status.attainment:g}"
+    mine = "yes" if status.from_config else "no"
+    return (status.name, status.operation, mine, status.budget_status, attainment)
+
+
+@task(
+    iterable=ITERABLE,
+    help={
+        **ROLE_HELP,
+        "environment": "the environment whose service the SLOs watch, e.g. staging",
+        "apply": "really create or update; without it, only show what would change",
+        "status": "list the service's SLOs in the environment and their error budget status",
+    },
+)
+@exits_cleanly
+def slo(
+    c: Context,
+    environment: str,
+    role: list[str] | None = None,
+    apply: bool = False,
+    status: bool = False,
+    config: str | None = None,
+    set: list[str] | None = None,
+) -> None:
+    """Show (or --apply) the SLOs and burn-rate alarms of config's slo.objectives."""
+    configs = load_configs(role, "aws", config, set)
+    if status and apply:
+        raise BadInput("--status only reads: drop --apply (or --status)")
+    for cfg in configs:
+        if status:
+            found = slos.list_slos(cfg, environment, utc_now())
+            results.print(
+                _table(
+                    f"SLOs of {cfg.service.name} in {environment} ({cfg.aws.region})",
+                    ["slo", "operation", "from config", "budget", "attainment %"],
+                    [_slo_row(s) for s in found],
+                )
+            )
+            for name in slos.missing_from_account(cfg, environment, found):
+                console.print(f"[yellow]not created yet:[/] {name} (run with --apply)")
+            continue
+        changes = slos.apply_slos(
+            cfg, environment, apply=apply, progress=lambda line: console.print(line)
+        )
+        if not changes:
+            console.print(f"{cfg.role}: no slo.objectives in config")
+            continue
+        show_slo_changes(changes, environment, apply)
