@@ -24,6 +24,7 @@ from bakery.aws.tasks import (
     launch_template,
     prune,
     release,
+    sampling,
     slo,
 )
 from bakery.aws.tasks import show_images as show_aws_images
@@ -61,6 +62,7 @@ exit_2_on_bad_options()
 # Release-side tasks live with the AWS code; listed here so `invoke --list` shows them.
 AWS_TASKS = (
     release, prune, janitor, iam, enable_application_signals, launch_template, canary, slo,
+    sampling,
 )  # fmt: skip
 
 

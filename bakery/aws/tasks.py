@@ -14,6 +14,7 @@ from invoke.context import Context
 from rich.markup import escape
 from rich.table import Table
 
+from bakery.aws import sampling as samplings
 from bakery.aws import slo as slos
 from bakery.aws.appsignals import enable_application_signals as start_discovery
 from bakery.aws.canary import DEFAULT_TIMEOUT, run_canary
@@ -449,3 +450,60 @@ def slo(
             console.print(f"{cfg.role}: no slo.objectives in config")
             continue
         show_slo_changes(changes, environment, apply)
+
+
+@task(
+    iterable=ITERABLE,
+    help={
+        **ROLE_HELP,
+        "environment": "the environment whose sampling rate to apply, e.g. staging",
+        "apply": "really create or update the rule; without it, only show what would change",
+    },
+)
+@exits_cleanly
+def sampling(
+    c: Context,
+    environment: str,
+    role: list[str] | None = None,
+    apply: bool = False,
+    config: str | None = None,
+    set: list[str] | None = None,
+) -> None:
+    """Show (or --apply) the X-Ray sampling rule config gives the service in an environment."""
+    changes = [
+        samplings.apply_sampling(cfg, environment, apply=apply)
+        for cfg in load_configs(role, "aws", config, set)
+    ]
+    show_sampling_changes(changes, environment, apply)
+
+
+def show_sampling_changes(
+    changes: Sequence[samplings.SamplingChange], environment: str, apply: bool
+) -> None:
+    """Print the sampling rules a run decided on, and the rules that win over them."""
+    verbs = APPLIED_VERBS if apply else SLO_VERBS
+    how = "applied" if apply else "dry run: nothing changed"
+    results.print(
+        _table(
+            f"X-Ray sampling in {environment} ({how})",
+            ["rule", "decision", "per second", "then %", "detail"],
+            [
+                (
+                    c.rule,
+                    verbs[c.action],
+                    c.reservoir_per_second,
+                    f"{c.fixed_rate_percent:g}",
+                    c.detail,
+                )
+                for c in changes
+            ],
+        )
+    )
+    for change in changes:
+        if change.overridden_by:
+            console.print(
+                f"[yellow]warning:[/] {', '.join(change.overridden_by)} also match "
+                f"{change.rule}'s service and win (lower priority number): its rate applies "
+                "only when they do not match",
+                soft_wrap=True,
+            )
