@@ -80,6 +80,9 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) ->
         "environment": "environment to point at the AMI, e.g. production, staging, dev",
         "ami_id": "the verified AMI to promote (default: the role's newest verified AMI)",
         "rollback": "point the environment back at its previous verified AMI instead",
+        "slo": "then apply the role's slo.objectives in the environment (as `invoke slo --apply`)",
+        "sampling": "then apply the environment's X-Ray sampling rule (as `invoke sampling "
+        "--apply`)",
     },
 )
 @exits_cleanly
@@ -89,6 +92,8 @@ def release(
     role: list[str] | None = None,
     ami_id: str | None = None,
     rollback: bool = False,
+    slo: bool = False,
+    sampling: bool = False,
     config: str | None = None,
     set: list[str] | None = None,
 ) -> None:
@@ -100,6 +105,15 @@ def release(
         raise BadInput("--ami-id names one image: give exactly one --role with it")
     for cfg in configs:
         promote(cfg, environment, ami_id=ami_id, rollback=rollback)
+    # After every promotion: the release itself stands even when one of these fails,
+    # and each is idempotent, so the same command (or `invoke slo`) finishes it.
+    if sampling:
+        changes = [samplings.apply_sampling(cfg, environment, apply=True) for cfg in configs]
+        show_sampling_changes(changes, environment, apply=True)
+    for cfg in configs if slo else ():
+        made = slos.apply_slos(cfg, environment, apply=True)
+        if made:
+            show_slo_changes(made, environment, apply=True)
 
 
 @task(

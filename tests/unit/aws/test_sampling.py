@@ -191,3 +191,28 @@ def test_sampling_task_prints_the_rule_and_what_wins_over_it(
     captured = capsys.readouterr()
     assert "dry run: nothing changed" in captured.out and "would create" in captured.out
     assert "fastapi-backend-production also match" in captured.err
+
+
+def test_release_with_sampling_applies_the_rule_after_promoting(
+    xray: XRayDouble, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    steps: list[str] = []
+    monkeypatch.setattr(tasks, "promote", lambda cfg, env, **_: steps.append(f"promote {env}"))
+    original = xray.client.create_sampling_rule
+
+    def create(**request: Any) -> Any:
+        steps.append("create_sampling_rule")
+        return original(**request)
+
+    monkeypatch.setattr(xray.client, "create_sampling_rule", create)
+    monkeypatch.setattr(sampling, "aws_client", lambda service, region: xray.factory(region))
+    rule = sampling.wanted_rule(make_config("backend"), "staging")
+    xray.rules()
+    xray.stub.add_response(
+        "create_sampling_rule",
+        {"SamplingRuleRecord": {"SamplingRule": stored(rule), "CreatedAt": WHEN}},
+        {"SamplingRule": rule, "Tags": BAKERY_TAGS},
+    )
+    tasks.release(Context(Config(lazy=True)), "staging", role=["backend"], sampling=True)
+    assert steps == ["promote staging", "create_sampling_rule"]
+    assert "created" in capsys.readouterr().out

@@ -367,3 +367,26 @@ def test_changing_an_slo_or_sampling_does_not_change_the_images_inputs(tmp_path:
         inputs_hash(render_role(changed_image, PackerVersion(1, 6, 6), tmp_path / "2"))
         != (hashes[0])
     )
+
+
+def test_release_with_slo_applies_the_objectives_after_promoting(
+    double: SloDouble, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    steps: list[str] = []
+    monkeypatch.setattr(tasks, "promote", lambda cfg, env, **_: steps.append(f"promote {env}"))
+    monkeypatch.setattr(slo, "slo_clients", double.clients)
+    original = double.signals.get_service_level_objective
+
+    def get(**request: Any) -> Any:
+        steps.append(f"get {request['Id']}")
+        return original(**request)
+
+    monkeypatch.setattr(double.signals, "get_service_level_objective", get)
+    cfg = make_config("backend")
+    for name, request in requests_of(cfg).items():
+        double.absent(name)
+        double.created(name, request, bakery_tags(cfg))
+    tasks.release(Context(Config(lazy=True)), "staging", role=["backend"], slo=True)
+    assert steps == ["promote staging", f"get {LATENCY}", f"get {AVAILABILITY}"]
+    assert len(alarms(double)) == 3
+    assert "created" in capsys.readouterr().out
