@@ -216,3 +216,19 @@ def test_release_with_sampling_applies_the_rule_after_promoting(
     tasks.release(Context(Config(lazy=True)), "staging", role=["backend"], sampling=True)
     assert steps == ["promote staging", "create_sampling_rule"]
     assert "created" in capsys.readouterr().out
+
+
+def test_sampling_task_applies_the_rule(
+    xray: XRayDouble, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sampling, "aws_client", lambda service, region: xray.factory(region))
+    rule = sampling.wanted_rule(make_config("backend"), "staging")
+    xray.rules()
+    xray.stub.add_response(
+        "create_sampling_rule",
+        {"SamplingRuleRecord": {"SamplingRule": stored(rule), "CreatedAt": WHEN}},
+        {"SamplingRule": rule, "Tags": BAKERY_TAGS},
+    )
+    tasks.sampling(Context(Config(lazy=True)), role=["backend"], environment="staging", apply=True)
+    out = capsys.readouterr().out
+    assert "(applied)" in out and "created" in out and "fastapi-backend-staging" in out

@@ -14,7 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.stub import Stubber
+from botocore.stub import ANY, Stubber
 from invoke import Config, Context
 
 from bakery.aws import slo, tasks
@@ -390,3 +390,42 @@ def test_release_with_slo_applies_the_objectives_after_promoting(
     assert steps == ["promote staging", f"get {LATENCY}", f"get {AVAILABILITY}"]
     assert len(alarms(double)) == 3
     assert "created" in capsys.readouterr().out
+
+
+def test_slo_task_applies_then_shows_the_status(
+    double: SloDouble, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`invoke slo --apply`, then `invoke slo --status`."""
+    monkeypatch.setattr(slo, "slo_clients", double.clients)
+    cfg = make_config("backend")
+    for name, request in requests_of(cfg).items():
+        double.absent(name)
+        double.created(name, request, bakery_tags(cfg))
+    tasks.slo(Context(Config(lazy=True)), role=["backend"], environment="staging", apply=True)
+    out = capsys.readouterr().out
+    assert "(applied)" in out and out.count("created") == 5
+    arn = f"arn:aws:application-signals:{REGION}:123456789012:slo/{LATENCY}"
+    double.stub.add_response(
+        "list_service_level_objectives",
+        {"SloSummaries": [{"Arn": arn, "Name": LATENCY, "OperationName": "GET /users"}]},
+        {"KeyAttributes": slo.key_attributes(cfg, "staging")},
+    )
+    double.stub.add_response(
+        "batch_get_service_level_objective_budget_report",
+        {"Timestamp": CREATED, "Reports": [], "Errors": []},
+        {"Timestamp": ANY, "SloIds": [arn]},
+    )
+    tasks.slo(Context(Config(lazy=True)), role=["backend"], environment="staging", status=True)
+    captured = capsys.readouterr()
+    assert LATENCY in captured.out and "unknown" in captured.out
+    assert f"not created yet: {AVAILABILITY}" in captured.err
+
+
+def test_slo_task_refuses_status_with_apply(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        tasks.slo(
+            Context(Config(lazy=True)), role=["backend"], environment="staging", apply=True,
+            status=True,
+        )  # fmt: skip
+    assert caught.value.code == 2
+    assert "--status only reads" in capsys.readouterr().err
