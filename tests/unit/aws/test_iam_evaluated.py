@@ -757,9 +757,7 @@ def _slo_and_sampling_calls() -> list[tuple[str, str, dict[str, Any]]]:
         cfg = make_config("backend", f"slo.alarm_actions=[{topic}]")
         double = slo_tests.SloDouble()
         wanted = slo_tests.requests_of(cfg)
-        for name, request in wanted.items():
-            double.absent(name)
-            double.created(name, request, slo_tests.bakery_tags(cfg))
+        double.all_new(cfg)
         apply = lambda: slo.apply_slos(cfg, "staging", apply=True, clients=double.clients)  # noqa: E731
         calls += _captured([double.signals, double.cloudwatch], apply)
         # An update run: the first SLO's description is stale, the rest are as wanted.
@@ -770,18 +768,8 @@ def _slo_and_sampling_calls() -> list[tuple[str, str, dict[str, Any]]]:
         for name in list(wanted)[1:]:
             double.present(name, wanted[name])
         calls += _captured([double.signals, double.cloudwatch], apply)
-        arn = f"arn:aws:application-signals:{REGION}:{ACCOUNT}:slo/{first}"
         when = datetime(2030, 1, 1, tzinfo=timezone.utc)
-        double.stub.add_response(
-            "list_service_level_objectives",
-            {"SloSummaries": [{"Arn": arn, "Name": first}]},
-            {"KeyAttributes": slo.key_attributes(cfg, "staging")},
-        )
-        double.stub.add_response(
-            "batch_get_service_level_objective_budget_report",
-            {"Timestamp": when, "Reports": [], "Errors": []},
-            {"Timestamp": when, "SloIds": [arn]},
-        )
+        double.listed(cfg, first, [], when=when)
         listing = lambda: slo.list_slos(cfg, "staging", when, clients=double.clients)  # noqa: E731
         calls += _captured([double.signals], listing)
         double.stub.assert_no_pending_responses()
@@ -789,11 +777,7 @@ def _slo_and_sampling_calls() -> list[tuple[str, str, dict[str, Any]]]:
     xray = sampling_tests.XRayDouble()
     rule = sampling.wanted_rule(cfg, "staging")
     xray.rules()
-    xray.stub.add_response(
-        "create_sampling_rule",
-        {"SamplingRuleRecord": {"SamplingRule": sampling_tests.stored(rule)}},
-        {"SamplingRule": rule, "Tags": sampling_tests.BAKERY_TAGS},
-    )
+    xray.creates(rule)
     create = lambda: sampling.apply_sampling(cfg, "staging", apply=True, client=xray.factory)  # noqa: E731
     calls += _captured([xray.client], create)
     xray.rules({**sampling_tests.stored(rule), "FixedRate": 0.5})

@@ -18,7 +18,7 @@ from botocore.stub import Stubber
 from invoke import Config, Context
 
 from bakery.aws import sampling, tasks
-from bakery.errors import BadInput
+from bakery.errors import BadInput, ConfigError
 
 from .conftest import REGION, make_config
 
@@ -44,6 +44,14 @@ class XRayDouble:
             for rule in (default_rule(), *rules)
         ]
         self.stub.add_response("get_sampling_rules", {"SamplingRuleRecords": records}, {})
+
+    def creates(self, rule: dict[str, Any]) -> None:
+        """CreateSamplingRule is expected with `rule` and bakery's tags."""
+        self.stub.add_response(
+            "create_sampling_rule",
+            {"SamplingRuleRecord": {"SamplingRule": stored(rule), "CreatedAt": WHEN}},
+            {"SamplingRule": rule, "Tags": BAKERY_TAGS},
+        )
 
     def tagged(self, rule: dict[str, Any], tags: dict[str, str]) -> None:
         self.stub.add_response(
@@ -94,11 +102,7 @@ def test_staging_gets_every_request_scoped_to_the_service(xray: XRayDouble) -> N
         1,
     )
     xray.rules()
-    xray.stub.add_response(
-        "create_sampling_rule",
-        {"SamplingRuleRecord": {"SamplingRule": stored(rule), "CreatedAt": WHEN}},
-        {"SamplingRule": rule, "Tags": BAKERY_TAGS},
-    )
+    xray.creates(rule)
     change = sampling.apply_sampling(cfg, "staging", apply=True, client=xray.factory)
     assert (change.action, change.applied, change.overridden_by) == ("create", True, ())
 
@@ -208,11 +212,7 @@ def test_release_with_sampling_applies_the_rule_after_promoting(
     monkeypatch.setattr(sampling, "aws_client", lambda service, region: xray.factory(region))
     rule = sampling.wanted_rule(make_config("backend"), "staging")
     xray.rules()
-    xray.stub.add_response(
-        "create_sampling_rule",
-        {"SamplingRuleRecord": {"SamplingRule": stored(rule), "CreatedAt": WHEN}},
-        {"SamplingRule": rule, "Tags": BAKERY_TAGS},
-    )
+    xray.creates(rule)
     tasks.release(Context(Config(lazy=True)), "staging", role=["backend"], sampling=True)
     assert steps == ["promote staging", "create_sampling_rule"]
     assert "created" in capsys.readouterr().out
@@ -224,11 +224,23 @@ def test_sampling_task_applies_the_rule(
     monkeypatch.setattr(sampling, "aws_client", lambda service, region: xray.factory(region))
     rule = sampling.wanted_rule(make_config("backend"), "staging")
     xray.rules()
-    xray.stub.add_response(
-        "create_sampling_rule",
-        {"SamplingRuleRecord": {"SamplingRule": stored(rule), "CreatedAt": WHEN}},
-        {"SamplingRule": rule, "Tags": BAKERY_TAGS},
-    )
+    xray.creates(rule)
     tasks.sampling(Context(Config(lazy=True)), role=["backend"], environment="staging", apply=True)
     out = capsys.readouterr().out
     assert "(applied)" in out and "created" in out and "fastapi-backend-staging" in out
+
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        ("sampling.environments.staging.fixed_rate_percent=150", "fixed_rate_percent"),
+        ("sampling.default.reservoir_per_second=-1", "sampling.default.reservoir_per_second"),
+        ("sampling.environments={Staging: {reservoir_per_second: 1, fixed_rate_percent: 5}}",
+         "sampling.environments.Staging"),
+    ],
+)  # fmt: skip
+def test_a_bad_sampling_setting_names_the_key(setting: str, key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_config("backend", setting)
+    assert key in caught.value.key_path
+    assert caught.value.source.startswith("--set sampling.")

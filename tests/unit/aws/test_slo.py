@@ -66,6 +66,29 @@ class SloDouble:
             {"Name": name, "Tags": tags, **request},
         )
 
+    def all_new(self, cfg: BakeryConfig) -> None:
+        """Every SLO of the config is absent, and is created as config wants it."""
+        for name, request in requests_of(cfg).items():
+            self.absent(name)
+            self.created(name, request, bakery_tags(cfg))
+
+    def listed(
+        self, cfg: BakeryConfig, name: str, reports: list[dict[str, Any]], when: Any = ANY
+    ) -> str:
+        """ListServiceLevelObjectives shows one SLO, and its budget report is `reports`."""
+        arn = f"arn:aws:application-signals:{REGION}:123456789012:slo/{name}"
+        self.stub.add_response(
+            "list_service_level_objectives",
+            {"SloSummaries": [{"Arn": arn, "Name": name, "OperationName": "GET /users"}]},
+            {"KeyAttributes": slo.key_attributes(cfg, "staging")},
+        )
+        self.stub.add_response(
+            "batch_get_service_level_objective_budget_report",
+            {"Timestamp": CREATED, "Reports": reports, "Errors": []},
+            {"Timestamp": when, "SloIds": [arn]},
+        )
+        return arn
+
     def updated(self, name: str, request: dict[str, Any]) -> None:
         self.stub.add_response(
             "update_service_level_objective",
@@ -160,9 +183,7 @@ def test_apply_creates_the_slos_on_the_service_and_their_burn_rate_alarms(
 ) -> None:
     cfg = make_config("backend")
     wanted = requests_of(cfg)
-    for name, request in wanted.items():
-        double.absent(name)
-        double.created(name, request, bakery_tags(cfg))
+    double.all_new(cfg)
     changes = slo.apply_slos(cfg, "staging", apply=True, clients=double.clients)
     assert [c.action for c in changes] == ["create"] * 5 and all(c.applied for c in changes)
     latency = wanted[LATENCY]["SliConfig"]
@@ -197,9 +218,7 @@ def test_apply_creates_the_slos_on_the_service_and_their_burn_rate_alarms(
 
 def test_a_second_run_leaves_everything_unchanged(double: SloDouble) -> None:
     cfg = make_config("backend")
-    for name, request in requests_of(cfg).items():
-        double.absent(name)
-        double.created(name, request, bakery_tags(cfg))
+    double.all_new(cfg)
     slo.apply_slos(cfg, "staging", apply=True, clients=double.clients)
     for name, request in requests_of(cfg).items():
         double.present(name, request)  # and no create or update queued: one would fail
@@ -210,9 +229,7 @@ def test_a_second_run_leaves_everything_unchanged(double: SloDouble) -> None:
 
 def test_a_changed_threshold_updates_the_slo_and_its_alarm(double: SloDouble) -> None:
     before = make_config("backend")
-    for name, request in requests_of(before).items():
-        double.absent(name)
-        double.created(name, request, bakery_tags(before))
+    double.all_new(before)
     slo.apply_slos(before, "staging", apply=True, clients=double.clients)
     after = make_config(
         "backend",
@@ -285,20 +302,8 @@ def test_roles_without_objectives_make_no_call() -> None:
 def test_listing_shows_budget_status_and_what_config_has_not_made(double: SloDouble) -> None:
     cfg = make_config("backend")
     arn = f"arn:aws:application-signals:{REGION}:123456789012:slo/{LATENCY}"
-    double.stub.add_response(
-        "list_service_level_objectives",
-        {"SloSummaries": [{"Arn": arn, "Name": LATENCY, "OperationName": "GET /users"}]},
-        {"KeyAttributes": slo.key_attributes(cfg, "staging")},
-    )
-    double.stub.add_response(
-        "batch_get_service_level_objective_budget_report",
-        {
-            "Timestamp": CREATED,
-            "Reports": [{"Arn": arn, "Name": LATENCY, "BudgetStatus": "OK", "Attainment": 99.7}],
-            "Errors": [],
-        },
-        {"Timestamp": CREATED, "SloIds": [arn]},
-    )
+    report = {"Arn": arn, "Name": LATENCY, "BudgetStatus": "OK", "Attainment": 99.7}
+    double.listed(cfg, LATENCY, [report], when=CREATED)
     found = slo.list_slos(cfg, "staging", CREATED, clients=double.clients)
     assert found == [slo.SloStatus(LATENCY, "GET /users", True, "OK", 99.7)]
     assert slo.missing_from_account(cfg, "staging", found) == [AVAILABILITY]
@@ -383,9 +388,7 @@ def test_release_with_slo_applies_the_objectives_after_promoting(
 
     monkeypatch.setattr(double.signals, "get_service_level_objective", get)
     cfg = make_config("backend")
-    for name, request in requests_of(cfg).items():
-        double.absent(name)
-        double.created(name, request, bakery_tags(cfg))
+    double.all_new(cfg)
     tasks.release(Context(Config(lazy=True)), "staging", role=["backend"], slo=True)
     assert steps == ["promote staging", f"get {LATENCY}", f"get {AVAILABILITY}"]
     assert len(alarms(double)) == 3
@@ -398,23 +401,11 @@ def test_slo_task_applies_then_shows_the_status(
     """`invoke slo --apply`, then `invoke slo --status`."""
     monkeypatch.setattr(slo, "slo_clients", double.clients)
     cfg = make_config("backend")
-    for name, request in requests_of(cfg).items():
-        double.absent(name)
-        double.created(name, request, bakery_tags(cfg))
+    double.all_new(cfg)
     tasks.slo(Context(Config(lazy=True)), role=["backend"], environment="staging", apply=True)
     out = capsys.readouterr().out
     assert "(applied)" in out and out.count("created") == 5
-    arn = f"arn:aws:application-signals:{REGION}:123456789012:slo/{LATENCY}"
-    double.stub.add_response(
-        "list_service_level_objectives",
-        {"SloSummaries": [{"Arn": arn, "Name": LATENCY, "OperationName": "GET /users"}]},
-        {"KeyAttributes": slo.key_attributes(cfg, "staging")},
-    )
-    double.stub.add_response(
-        "batch_get_service_level_objective_budget_report",
-        {"Timestamp": CREATED, "Reports": [], "Errors": []},
-        {"Timestamp": ANY, "SloIds": [arn]},
-    )
+    double.listed(cfg, LATENCY, [])
     tasks.slo(Context(Config(lazy=True)), role=["backend"], environment="staging", status=True)
     captured = capsys.readouterr()
     assert LATENCY in captured.out and "unknown" in captured.out
