@@ -22,12 +22,13 @@ writes nothing.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from bakery.aws import tags
 from bakery.aws.clients import aws_client, aws_errors
+from bakery.aws.iam import APPLICATION_SIGNALS_ROLES
 from bakery.aws.release import check_environment
 from bakery.config import BakeryConfig
 from bakery.errors import BadInput
@@ -54,6 +55,11 @@ class SamplingChange:
     detail: str
     # Other rules that match the service too and win over bakery's (lower priority).
     overridden_by: tuple[str, ...]
+
+
+def traced(configs: Sequence[BakeryConfig]) -> list[BakeryConfig]:
+    """The configs of roles whose app sends traces (the others need no rule)."""
+    return [cfg for cfg in configs if cfg.role in APPLICATION_SIGNALS_ROLES]
 
 
 def rule_name(cfg: BakeryConfig, environment: str) -> str:

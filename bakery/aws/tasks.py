@@ -108,7 +108,8 @@ def release(
     # After every promotion: the release itself stands even when one of these fails,
     # and each is idempotent, so the same command (or `invoke slo`) finishes it.
     if sampling:
-        changes = [samplings.apply_sampling(cfg, environment, apply=True) for cfg in configs]
+        traced = samplings.traced(configs)
+        changes = [samplings.apply_sampling(cfg, environment, apply=True) for cfg in traced]
         show_sampling_changes(changes, environment, apply=True)
     for cfg in configs if slo else ():
         made = slos.apply_slos(cfg, environment, apply=True)
@@ -484,10 +485,13 @@ def sampling(
     set: list[str] | None = None,
 ) -> None:
     """Show (or --apply) the X-Ray sampling rule config gives the service in an environment."""
+    configs = load_configs(role, "aws", config, set)
     changes = [
-        samplings.apply_sampling(cfg, environment, apply=apply)
-        for cfg in load_configs(role, "aws", config, set)
+        samplings.apply_sampling(cfg, environment, apply=apply) for cfg in samplings.traced(configs)
     ]
+    for cfg in configs:
+        if cfg not in samplings.traced(configs):
+            console.print(f"{cfg.role}: sends no traces, so it needs no sampling rule")
     show_sampling_changes(changes, environment, apply)
 
 

@@ -244,3 +244,16 @@ def test_a_bad_sampling_setting_names_the_key(setting: str, key: str) -> None:
         make_config("backend", setting)
     assert key in caught.value.key_path
     assert caught.value.source.startswith("--set sampling.")
+
+
+def test_roles_that_send_no_traces_get_no_rule(
+    xray: XRayDouble, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sampling, "aws_client", lambda service, region: xray.factory(region))
+    xray.rules()  # the backend's run only: no call for the frontend or the database
+    tasks.sampling(Context(Config(lazy=True)), environment="staging")
+    captured = capsys.readouterr()
+    assert "frontend: sends no traces" in captured.err
+    assert "database: sends no traces" in captured.err
+    assert "fastapi-backend-staging" in captured.out
+    assert "frontend-nginx" not in captured.out
