@@ -717,15 +717,10 @@ def _release_settings_requests(
             return [Request(action, slo_arn + params["Id"], {**base, **resource_tags(existing)})]
         case "application-signals:BatchGetServiceLevelObjectiveBudgetReport":
             return [Request(action, arn, base) for arn in params["SloIds"]]
-        case "cloudwatch:DescribeAlarms":
-            arn = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:"
-            return [Request(action, arn + name, base) for name in params["AlarmNames"]]
-        case "cloudwatch:PutMetricAlarm":
-            arn = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{params['AlarmName']}"
-            context = {**base, **request_tags(asked)}
-            if params.get("AlarmActions"):
-                context["cloudwatch:AlarmActions"] = params["AlarmActions"]
-            return [Request(action, arn, context)]
+        case "cloudwatch:DescribeAlarms" | "cloudwatch:PutMetricAlarm":
+            record = {"service": "cloudwatch", "action": operation, "region": REGION,
+                      "account": ACCOUNT, "parameters": params}  # fmt: skip
+            return requests_for(record)
         case "xray:CreateSamplingRule":
             name = params["SamplingRule"]["RuleName"]
             arn = f"arn:aws:xray:{REGION}:{ACCOUNT}:sampling-rule/{name}"
