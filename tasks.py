@@ -24,6 +24,8 @@ from bakery.aws.tasks import (
     launch_template,
     prune,
     release,
+    sampling,
+    slo,
 )
 from bakery.aws.tasks import show_images as show_aws_images
 from bakery.cli import (
@@ -58,7 +60,10 @@ from bakery.verify.suites import SuiteResult
 ITERABLE = ["role", "set"]
 exit_2_on_bad_options()
 # Release-side tasks live with the AWS code; listed here so `invoke --list` shows them.
-AWS_TASKS = (release, prune, janitor, iam, enable_application_signals, launch_template, canary)
+AWS_TASKS = (
+    release, prune, janitor, iam, enable_application_signals, launch_template, canary, slo,
+    sampling,
+)  # fmt: skip
 
 
 def _render_all(

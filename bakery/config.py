@@ -363,6 +363,108 @@ class VerifySettings(Section):
     )
 
 
+# What Application Signals accepts as an SLO name; bakery's own names are
+# `<service>-<environment>-<entry name>`, so an entry name stays short.
+SLO_ENTRY_NAME = r"^[a-z0-9][a-z0-9-]{0,46}[a-z0-9]$"
+# An operation as Application Signals names it for an HTTP server: `GET /users`,
+# `DELETE /users/{user_id}` (the route template, not a concrete path).
+OPERATION_NAME = r"^[A-Z]+ /[A-Za-z0-9_./{}:-]*$"
+SNS_TOPIC_ARN = r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}$"
+
+
+class SloLatency(Section):
+    """A latency SLI: the operation's percentile must stay at or under the threshold."""
+
+    statistic: Literal["p50", "p90", "p95", "p99"]
+    threshold_ms: float = Field(gt=0, le=3_600_000)
+
+
+class BurnRateAlarm(Section):
+    """A CloudWatch alarm on the SLO's BurnRate metric over one look-back window."""
+
+    window_minutes: int = Field(ge=1, le=10080, description="the burn rate's look-back window")
+    threshold: float = Field(
+        gt=0, le=10_000, description="alarm above this burn rate (1: the budget lasts exactly)"
+    )
+
+
+class ServiceLevelObjective(Section):
+    """One period-based SLO on an operation of the role's service (Application Signals)."""
+
+    name: Annotated[str, StringConstraints(pattern=SLO_ENTRY_NAME)] = Field(
+        description="short name, unique in the role; the SLO is <service>-<environment>-<name>"
+    )
+    operation: Annotated[str, StringConstraints(max_length=255, pattern=OPERATION_NAME)] = Field(
+        description="the operation as Application Signals names it, e.g. 'GET /users'"
+    )
+    latency: SloLatency | None = Field(default=None, description="a latency SLI, or ...")
+    availability_percent: float | None = Field(
+        default=None, gt=0, le=100, description="... an availability SLI: good periods reach it"
+    )
+    period_seconds: int = Field(default=60, ge=60, le=900, description="one SLI period")
+    interval_days: int = Field(ge=1, le=365, description="rolling interval the goal covers")
+    attainment_goal: float = Field(gt=0, lt=100, description="percent of good periods")
+    warning_threshold: float = Field(
+        default=50.0, gt=0, lt=100, description="warn below this percent of budget left"
+    )
+    burn_rate_alarms: list[BurnRateAlarm] = Field(default_factory=list, max_length=10)
+
+    @model_validator(mode="after")
+    def _one_indicator(self) -> ServiceLevelObjective:
+        if (self.latency is None) == (self.availability_percent is None):
+            raise ValueError(
+                f"SLO {self.name!r}: give exactly one of latency (statistic, threshold_ms) "
+                "or availability_percent"
+            )
+        windows = [alarm.window_minutes for alarm in self.burn_rate_alarms]
+        if len(set(windows)) != len(windows):
+            raise ValueError(f"SLO {self.name!r}: burn_rate_alarms repeat a window_minutes")
+        return self
+
+
+class SloSettings(Section):
+    """The role's service level objectives, created by `invoke slo` (dry run by default)."""
+
+    alarm_actions: list[Annotated[str, StringConstraints(pattern=SNS_TOPIC_ARN)]] = Field(
+        default_factory=list, description="SNS topics a burn-rate alarm notifies"
+    )
+    objectives: list[ServiceLevelObjective] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SloSettings:
+        names = [objective.name for objective in self.objectives]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"SLO name(s) {repeated} used twice: each SLO needs its own name")
+        return self
+
+
+class SamplingRate(Section):
+    """An X-Ray sampling rate: a reservoir per second, then a share of the rest."""
+
+    reservoir_per_second: int = Field(ge=0, le=100_000, description="traces per second first")
+    fixed_rate_percent: float = Field(ge=0, le=100, description="then this % of the rest")
+
+
+ReleaseEnvironment = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+
+
+class SamplingSettings(Section):
+    """The X-Ray sampling rule `invoke sampling` keeps for the role's service."""
+
+    priority: int = Field(ge=1, le=9999, description="X-Ray rule priority (lower wins)")
+    default: SamplingRate = Field(description="environments not listed (X-Ray's own: 1 + 5 %)")
+    environments: dict[ReleaseEnvironment, SamplingRate] = Field(default_factory=dict)
+
+    def rate_for(self, environment: str) -> SamplingRate:
+        return self.environments.get(environment, self.default)
+
+
+# Settings bakery applies to AWS after a release, not to an image: changing one must
+# not change an image's inputs hash (render.json leaves them out).
+RELEASE_ONLY_SETTINGS = frozenset({"slo", "sampling"})
+
+
 class BakeryConfig(Section):
     """The merged configuration for one role on one target."""
 
@@ -378,6 +480,8 @@ class BakeryConfig(Section):
     local: LocalSettings
     ssh: SshSettings
     verify: VerifySettings
+    slo: SloSettings
+    sampling: SamplingSettings
 
     @model_validator(mode="after")
     def _fits_target(self) -> BakeryConfig:

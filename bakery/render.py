@@ -25,7 +25,7 @@ import jinja2
 
 from bakery.agent_config import agent_config
 from bakery.artifacts import Artifacts
-from bakery.config import REPO_ROOT, BakeryConfig
+from bakery.config import RELEASE_ONLY_SETTINGS, REPO_ROOT, BakeryConfig
 from bakery.errors import OperationFailed
 from bakery.hcl import hcl_literal
 from bakery.packer import PackerVersion
@@ -241,7 +241,7 @@ def _render_into(
                 "os": cfg.os,
                 "packer_version": str(packer),
                 "post_build": list(post_build),
-                "config": cfg.model_dump(mode="json"),
+                "config": cfg.model_dump(mode="json", exclude=set(RELEASE_ONLY_SETTINGS)),
             },
             indent=2,
             sort_keys=True,

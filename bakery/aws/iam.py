@@ -399,6 +399,7 @@ def pipeline_policy(configs: Sequence[BakeryConfig], packer: PackerVersion | Non
     ]
     if not packer_tags_images_as_it_makes_them(packer):
         statements += untagged_build_image_statements(roles, ec2("image/*", "snapshot/*"))
+    statements += slo_and_sampling_statements(configs)
     if profiles:
         # The role behind each instance profile (bakery expects them to share a name).
         statements.append(
@@ -537,3 +538,102 @@ def write_iam_documents(documents: dict[str, Policy], directory: Path) -> list[P
         path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         written.append(path)
     return written
+
+
+def slo_and_sampling_statements(configs: Sequence[BakeryConfig]) -> list[dict[str, Any]]:
+    """What `invoke slo` and `invoke sampling` need (bakery/aws/slo.py, sampling.py):
+    SLOs, burn-rate alarms and sampling rules named after a configured service
+    (`<service>-...`), made only with bakery's role tag and changed only while they
+    carry it; alarms notify only the configured `slo.alarm_actions`."""
+    regions = regions_of(configs)
+    roles = sorted({cfg.role for cfg in configs})
+    services = sorted({cfg.service.name for cfg in configs})
+    actions = sorted({action for cfg in configs for action in cfg.slo.alarm_actions})
+    in_regions = {"StringEquals": {"aws:RequestedRegion": regions}}
+    tagged_as_bakerys = {"StringEquals": {f"aws:RequestTag/{tags.ROLE}": roles}}
+    still_bakerys = {"StringEquals": {f"aws:ResourceTag/{tags.ROLE}": roles}}
+
+    def named(service: str, kind: str) -> list[str]:
+        return [
+            f"arn:aws:{service}:{region}:*:{kind}{name}-*"
+            for region in regions
+            for name in services
+        ]
+
+    # An alarm action can also stop or terminate instances (arn:aws:automate:...):
+    # only the configured topics, or none at all.
+    notifies = (
+        {"ForAllValues:StringEquals": {"cloudwatch:AlarmActions": actions}}
+        if actions
+        else {"Null": {"cloudwatch:AlarmActions": "true"}}
+    )
+    return [
+        # List operations: no resource-level permission.
+        _statement(
+            "ListSlosAndSamplingRules",
+            ["application-signals:ListServiceLevelObjectives", "xray:GetSamplingRules"],
+            "*",
+            Condition=in_regions,
+        ),
+        _statement(
+            "ReadServicesSlos",
+            [
+                "application-signals:BatchGetServiceLevelObjectiveBudgetReport",
+                "application-signals:GetServiceLevelObjective",
+            ],
+            named("application-signals", "slo/"),
+        ),
+        # CreateServiceLevelObjective authorizes on `*` only: the tag is what scopes it.
+        _statement(
+            "CreateSlosTaggedAsBakerys",
+            ["application-signals:CreateServiceLevelObjective"],
+            "*",
+            Condition={
+                "StringEquals": {
+                    "aws:RequestedRegion": regions,
+                    f"aws:RequestTag/{tags.ROLE}": roles,
+                }
+            },
+        ),
+        _statement(
+            "TagNewSlosAsBakerys",
+            ["application-signals:TagResource"],
+            named("application-signals", "slo/"),
+            Condition=tagged_as_bakerys,
+        ),
+        _statement(
+            "UpdateOwnSlos",
+            ["application-signals:UpdateServiceLevelObjective"],
+            named("application-signals", "slo/"),
+            Condition=still_bakerys,
+        ),
+        # DescribeAlarms is a read: any alarm in the regions, so one of a name is found.
+        _statement(
+            "ReadAlarms",
+            ["cloudwatch:DescribeAlarms"],
+            [f"arn:aws:cloudwatch:{region}:*:alarm:*" for region in regions],
+        ),
+        _statement(
+            "BurnRateAlarmsTaggedAsBakerys",
+            ["cloudwatch:PutMetricAlarm", "cloudwatch:TagResource"],
+            named("cloudwatch", "alarm:"),
+            Condition={**tagged_as_bakerys, **notifies},
+        ),
+        _statement(
+            "SamplingRulesTaggedAsBakerys",
+            ["xray:CreateSamplingRule", "xray:TagResource"],
+            named("xray", "sampling-rule/"),
+            Condition=tagged_as_bakerys,
+        ),
+        _statement(
+            "UpdateOwnSamplingRules",
+            ["xray:UpdateSamplingRule"],
+            named("xray", "sampling-rule/"),
+            Condition=still_bakerys,
+        ),
+        _statement(
+            "ReadServicesSamplingRuleTags",
+            ["xray:ListTagsForResource"],
+            named("xray", "sampling-rule/"),
+        ),
+    ]

@@ -14,6 +14,8 @@ from invoke.context import Context
 from rich.markup import escape
 from rich.table import Table
 
+from bakery.aws import sampling as samplings
+from bakery.aws import slo as slos
 from bakery.aws.appsignals import enable_application_signals as start_discovery
 from bakery.aws.canary import DEFAULT_TIMEOUT, run_canary
 from bakery.aws.clients import ec2_client
@@ -40,6 +42,7 @@ from bakery.aws.launch import (
 )
 from bakery.aws.prune import prune as decide_prune
 from bakery.aws.release import release as promote
+from bakery.aws.tags import utc_now
 from bakery.cli import (
     COMMON_HELP,
     console,
@@ -79,6 +82,9 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) ->
         "environment": "environment to point at the AMI, e.g. production, staging, dev",
         "ami_id": "the verified AMI to promote (default: the role's newest verified AMI)",
         "rollback": "point the environment back at its previous verified AMI instead",
+        "slo": "then apply the role's slo.objectives in the environment (as `invoke slo --apply`)",
+        "sampling": "then apply the environment's X-Ray sampling rule (as `invoke sampling "
+        "--apply`)",
     },
 )
 @exits_cleanly
@@ -88,6 +94,8 @@ def release(
     role: list[str] | None = None,
     ami_id: str | None = None,
     rollback: bool = False,
+    slo: bool = False,
+    sampling: bool = False,
     config: str | None = None,
     set: list[str] | None = None,
 ) -> None:
@@ -99,6 +107,16 @@ def release(
         raise BadInput("--ami-id names one image: give exactly one --role with it")
     for cfg in configs:
         promote(cfg, environment, ami_id=ami_id, rollback=rollback)
+    # After every promotion: the release itself stands even when one of these fails,
+    # and each is idempotent, so the same command (or `invoke slo`) finishes it.
+    if sampling:
+        traced = samplings.traced(configs)
+        changes = [samplings.apply_sampling(cfg, environment, apply=True) for cfg in traced]
+        show_sampling_changes(changes, environment, apply=True)
+    for cfg in configs if slo else ():
+        made = slos.apply_slos(cfg, environment, apply=True)
+        if made:
+            show_slo_changes(made, environment, apply=True)
 
 
 @task(
@@ -419,3 +437,130 @@ def canary(
     console.print(
         f"[green]telemetry arrived[/] for {result.service} in {result.deployment_environment}"
     )
+
+
+SLO_VERBS = {"create": "would create", "update": "would update", "unchanged": "unchanged"}
+APPLIED_VERBS = {"create": "created", "update": "updated", "unchanged": "unchanged"}
+
+
+def show_slo_changes(changes: Sequence[slos.SloChange], environment: str, apply: bool) -> None:
+    """Print what an SLO run did (or, without apply, would do), one row per SLO or alarm."""
+    verbs = APPLIED_VERBS if apply else SLO_VERBS
+    results.print(
+        _table(
+            f"SLOs in {environment} ({'applied' if apply else 'dry run: nothing changed'})",
+            ["kind", "name", "decision", "detail"],
+            [(c.kind, c.name, verbs[c.action], c.detail) for c in changes],
+        )
+    )
+
+
+def _slo_row(status: slos.SloStatus) -> tuple[str, ...]:
+    attainment = "-" if status.attainment is None else f"{status.attainment:g}"
+    mine = "yes" if status.from_config else "no"
+    return (status.name, status.operation, mine, status.budget_status, attainment)
+
+
+@task(
+    iterable=ITERABLE,
+    help={
+        **ROLE_HELP,
+        "environment": "the environment whose service the SLOs watch, e.g. staging",
+        "apply": "really create or update; without it, only show what would change",
+        "status": "list the service's SLOs in the environment and their error budget status",
+    },
+)
+@exits_cleanly
+def slo(
+    c: Context,
+    environment: str,
+    role: list[str] | None = None,
+    apply: bool = False,
+    status: bool = False,
+    config: str | None = None,
+    set: list[str] | None = None,
+) -> None:
+    """Show (or --apply) the SLOs and burn-rate alarms of config's slo.objectives."""
+    configs = load_configs(role, "aws", config, set)
+    if status and apply:
+        raise BadInput("--status only reads: drop --apply (or --status)")
+    for cfg in configs:
+        if status:
+            found = slos.list_slos(cfg, environment, utc_now())
+            results.print(
+                _table(
+                    f"SLOs of {cfg.service.name} in {environment} ({cfg.aws.region})",
+                    ["slo", "operation", "from config", "budget", "attainment %"],
+                    [_slo_row(s) for s in found],
+                )
+            )
+            for name in slos.missing_from_account(cfg, environment, found):
+                console.print(f"[yellow]not created yet:[/] {name} (run with --apply)")
+            continue
+        changes = slos.apply_slos(
+            cfg, environment, apply=apply, progress=lambda line: console.print(line)
+        )
+        if not changes:
+            console.print(f"{cfg.role}: no slo.objectives in config")
+            continue
+        show_slo_changes(changes, environment, apply)
+
+
+@task(
+    iterable=ITERABLE,
+    help={
+        **ROLE_HELP,
+        "environment": "the environment whose sampling rate to apply, e.g. staging",
+        "apply": "really create or update the rule; without it, only show what would change",
+    },
+)
+@exits_cleanly
+def sampling(
+    c: Context,
+    environment: str,
+    role: list[str] | None = None,
+    apply: bool = False,
+    config: str | None = None,
+    set: list[str] | None = None,
+) -> None:
+    """Show (or --apply) the X-Ray sampling rule config gives the service in an environment."""
+    configs = load_configs(role, "aws", config, set)
+    changes = [
+        samplings.apply_sampling(cfg, environment, apply=apply) for cfg in samplings.traced(configs)
+    ]
+    for cfg in configs:
+        if cfg not in samplings.traced(configs):
+            console.print(f"{cfg.role}: sends no traces, so it needs no sampling rule")
+    show_sampling_changes(changes, environment, apply)
+
+
+def show_sampling_changes(
+    changes: Sequence[samplings.SamplingChange], environment: str, apply: bool
+) -> None:
+    """Print the sampling rules a run decided on, and the rules that win over them."""
+    verbs = APPLIED_VERBS if apply else SLO_VERBS
+    how = "applied" if apply else "dry run: nothing changed"
+    results.print(
+        _table(
+            f"X-Ray sampling in {environment} ({how})",
+            ["rule", "decision", "per second", "then %", "detail"],
+            [
+                (
+                    c.rule,
+                    verbs[c.action],
+                    c.reservoir_per_second,
+                    f"{c.fixed_rate_percent:g}",
+                    c.detail,
+                )
+                for c in changes
+            ],
+        )
+    )
+    for change in changes:
+        if change.overridden_by:
+            console.print(
+                f"[yellow]warning:[/] {', '.join(change.overridden_by)} also match "
+                f"{change.rule}'s service and win (lower priority number): its rate applies "
+                "only when they do not match",
+                soft_wrap=True,
+            )

@@ -38,6 +38,7 @@ RECORDED_MODULES = (
     "test_launch.py",
     "test_prune.py",
     "test_release.py",
+    "test_slo.py",
     "test_verify.py",
 )
 IAM_TESTS = "test_iam_evaluated.py"

@@ -171,6 +171,8 @@ def requests_for(record: dict[str, Any]) -> list[Request]:
         return [Request(iam_action, arn, base, why)]
     if service == "autoscaling" and action.startswith("Describe"):
         return [Request(iam_action, "*", base, why)]  # no resource-level permission
+    if service == "cloudwatch":
+        return _cloudwatch(record, base, why)
     if service != "ec2":
         raise LookupError(f"no IAM mapping for {service}:{action}")
     if action.startswith("Describe") and action not in (
@@ -246,3 +248,20 @@ def requests_for(record: dict[str, Any]) -> list[Request]:
             made += [tag_on_create(kind, tags) for kind, tags in specs.items()]
             return made
     raise LookupError(f"no IAM mapping for ec2:{action}")
+
+
+def _cloudwatch(record: dict[str, Any], base: Context, why: str) -> list[Request]:
+    """`invoke slo`'s burn-rate alarms (JSON protocol: the parameters are the body)."""
+    action, parameters = record["action"], record["parameters"]
+    alarm = f"arn:aws:cloudwatch:{record['region']}:{record['account']}:alarm:"
+    match action:
+        case "DescribeAlarms":
+            names = parameters.get("AlarmNames") or ["*"]
+            return [Request(f"cloudwatch:{action}", alarm + name, base, why) for name in names]
+        case "PutMetricAlarm":
+            tags = {tag["Key"]: tag["Value"] for tag in parameters.get("Tags", [])}
+            context = {**base, **request_tags(tags)}
+            if parameters.get("AlarmActions"):
+                context["cloudwatch:AlarmActions"] = parameters["AlarmActions"]
+            return [Request(f"cloudwatch:{action}", alarm + parameters["AlarmName"], context, why)]
+    raise LookupError(f"no IAM mapping for cloudwatch:{action}")

@@ -90,6 +90,9 @@ def test_pipeline_policy_names_only_the_configured_regions_and_prefix() -> None:
                     "DescribeLaunchConfigurations",
                     "CanaryReadsTelemetry",
                     "StartApplicationSignals",
+                    "ListSlosAndSamplingRules",
+                    # authorized on `*` only; the request's bakery:role tag scopes it
+                    "CreateSlosTaggedAsBakerys",
                 }
                 assert statement["Condition"]["StringEquals"]["aws:RequestedRegion"] == [
                     "us-east-1",

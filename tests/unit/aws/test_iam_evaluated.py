@@ -808,3 +808,204 @@ def test_cloudsplaining_does_flag_what_the_old_documents_had() -> None:
         "ec2:ModifySnapshotAttribute"
         in found["resource exposure (permissions management without constraints)"]
     )
+
+
+# --- (a, b) `invoke slo` and `invoke sampling` ------------------------------------------
+# Their calls go to application-signals and X-Ray through Stubber and to moto's
+# CloudWatch (test_slo.py, test_sampling.py); here every call bakery's code makes in
+# those runs is captured from botocore's events and evaluated against the pipeline
+# policy, with the tags the resource has and the request carries.
+
+
+def _captured(clients: list[Any], run: Any) -> list[tuple[str, str, dict[str, Any]]]:
+    """(service, operation, parameters) of every call `run` makes on the clients."""
+    calls: list[tuple[str, str, dict[str, Any]]] = []
+
+    def capture(params: dict[str, Any], model: Any, **_: Any) -> None:
+        calls.append((model.service_model.endpoint_prefix, model.name, dict(params)))
+
+    for client in clients:
+        client.meta.events.register("provide-client-params", capture)
+    try:
+        run()
+    finally:
+        for client in clients:
+            client.meta.events.unregister("provide-client-params", capture)
+    return calls
+
+
+BAKERYS = {"bakery:role": "backend", "bakery:environment": "staging", "project": "bakery"}
+
+
+def _release_settings_requests(
+    service: str, operation: str, params: dict[str, Any], existing: dict[str, str]
+) -> list[Request]:
+    """The IAM requests AWS authorizes for one call (Service Authorization Reference:
+    the resource each action names, and its condition keys)."""
+    base: dict[str, Any] = {"aws:RequestedRegion": REGION}
+    asked = {t["Key"]: t["Value"] for t in params.get("Tags", [])}
+    prefix = {"application-signals": "application-signals", "monitoring": "cloudwatch"}.get(
+        service, service
+    )
+    action = f"{prefix}:{operation}"
+    slo_arn = f"arn:aws:application-signals:{REGION}:{ACCOUNT}:slo/"
+    match action:
+        case "application-signals:ListServiceLevelObjectives" | "xray:GetSamplingRules":
+            return [Request(action, "*", base)]
+        case "application-signals:CreateServiceLevelObjective":
+            return [Request(action, "*", {**base, **request_tags(asked)})]
+        case "application-signals:GetServiceLevelObjective" | (
+            "application-signals:UpdateServiceLevelObjective"
+        ):
+            return [Request(action, slo_arn + params["Id"], {**base, **resource_tags(existing)})]
+        case "application-signals:BatchGetServiceLevelObjectiveBudgetReport":
+            return [Request(action, arn, base) for arn in params["SloIds"]]
+        case "cloudwatch:DescribeAlarms" | "cloudwatch:PutMetricAlarm":
+            record = {"service": "cloudwatch", "action": operation, "region": REGION,
+                      "account": ACCOUNT, "parameters": params}  # fmt: skip
+            return requests_for(record)
+        case "xray:CreateSamplingRule":
+            name = params["SamplingRule"]["RuleName"]
+            arn = f"arn:aws:xray:{REGION}:{ACCOUNT}:sampling-rule/{name}"
+            return [Request(action, arn, {**base, **request_tags(asked)})]
+        case "xray:UpdateSamplingRule":
+            name = params["SamplingRuleUpdate"]["RuleName"]
+            arn = f"arn:aws:xray:{REGION}:{ACCOUNT}:sampling-rule/{name}"
+            return [Request(action, arn, {**base, **resource_tags(existing)})]
+        case "xray:ListTagsForResource":
+            return [Request(action, params["ResourceARN"], base)]
+    raise LookupError(f"no IAM mapping for {action}")
+
+
+def _slo_and_sampling_calls() -> list[tuple[str, str, dict[str, Any]]]:
+    """Every call of a create run, an update run and a listing of `invoke slo`, and of
+    a create and an update run of `invoke sampling`, as the unit tests make them."""
+    from datetime import datetime, timezone
+
+    from moto import mock_aws
+
+    from bakery.aws import sampling, slo
+
+    from . import test_sampling as sampling_tests
+    from . import test_slo as slo_tests
+
+    calls: list[tuple[str, str, dict[str, Any]]] = []
+    topic = "arn:aws:sns:us-east-1:123456789012:oncall"
+    with mock_aws():
+        cfg = make_config("backend", f"slo.alarm_actions=[{topic}]")
+        double = slo_tests.SloDouble()
+        wanted = slo_tests.requests_of(cfg)
+        double.all_new(cfg)
+        apply = lambda: slo.apply_slos(cfg, "staging", apply=True, clients=double.clients)  # noqa: E731
+        calls += _captured([double.signals, double.cloudwatch], apply)
+        # An update run: the first SLO's description is stale, the rest are as wanted.
+        first = next(iter(wanted))
+        edited = {**wanted[first], "Description": wanted[first]["Description"] + " (old)"}
+        double.present(first, edited)
+        double.updated(first, wanted[first])
+        for name in list(wanted)[1:]:
+            double.present(name, wanted[name])
+        calls += _captured([double.signals, double.cloudwatch], apply)
+        when = datetime(2030, 1, 1, tzinfo=timezone.utc)
+        double.listed(cfg, first, [], when=when)
+        listing = lambda: slo.list_slos(cfg, "staging", when, clients=double.clients)  # noqa: E731
+        calls += _captured([double.signals], listing)
+        double.stub.assert_no_pending_responses()
+
+    xray = sampling_tests.XRayDouble()
+    rule = sampling.wanted_rule(cfg, "staging")
+    xray.rules()
+    xray.creates(rule)
+    create = lambda: sampling.apply_sampling(cfg, "staging", apply=True, client=xray.factory)  # noqa: E731
+    calls += _captured([xray.client], create)
+    xray.rules({**sampling_tests.stored(rule), "FixedRate": 0.5})
+    xray.tagged(sampling_tests.stored(rule), {"bakery:role": "backend"})
+    update_rule = {k: rule[k] for k in ("RuleName", *sampling._UPDATABLE)}
+    xray.stub.add_response(
+        "update_sampling_rule",
+        {"SamplingRuleRecord": {"SamplingRule": sampling_tests.stored(rule)}},
+        {"SamplingRuleUpdate": update_rule},
+    )
+    calls += _captured([xray.client], create)
+    xray.stub.assert_no_pending_responses()
+    return calls
+
+
+def test_every_call_of_slo_and_sampling_is_allowed_by_the_pipeline_policy() -> None:
+    cfg = make_config("backend", "slo.alarm_actions=[arn:aws:sns:us-east-1:123456789012:oncall]")
+    policy = iam_documents([cfg])["pipeline"]
+    calls = _slo_and_sampling_calls()
+    operations = {f"{service}:{operation}" for service, operation, _ in calls}
+    assert operations == {
+        "application-signals:GetServiceLevelObjective",
+        "application-signals:CreateServiceLevelObjective",
+        "application-signals:UpdateServiceLevelObjective",
+        "application-signals:ListServiceLevelObjectives",
+        "application-signals:BatchGetServiceLevelObjectiveBudgetReport",
+        "monitoring:DescribeAlarms",
+        "monitoring:PutMetricAlarm",
+        "xray:GetSamplingRules",
+        "xray:CreateSamplingRule",
+        "xray:ListTagsForResource",
+        "xray:UpdateSamplingRule",
+    }
+    requests = [
+        request
+        for service, operation, params in calls
+        for request in _release_settings_requests(service, operation, params, BAKERYS)
+    ]
+    denied = [str(request) for request in requests if not allowed(policy, request)]
+    assert denied == []
+
+
+_SLO = f"arn:aws:application-signals:{REGION}:{ACCOUNT}:slo/fastapi-backend-staging-x"
+_RULE = f"arn:aws:xray:{REGION}:{ACCOUNT}:sampling-rule/fastapi-backend-staging"
+_ALARM = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:fastapi-backend-staging-x-burn-rate-60m"
+_IN_REGION = {"aws:RequestedRegion": REGION}
+RELEASE_SETTINGS_DENIED = {
+    "an SLO created without bakery's tag": Request(
+        "application-signals:CreateServiceLevelObjective",
+        "*",
+        {**_IN_REGION, **request_tags(FOREIGN)},
+    ),
+    "an SLO created in a region bakery does not use": Request(
+        "application-signals:CreateServiceLevelObjective",
+        "*",
+        {"aws:RequestedRegion": "ap-south-1", **request_tags(BAKERYS)},
+    ),
+    "an SLO that is not bakery's updated": Request(
+        "application-signals:UpdateServiceLevelObjective", _SLO, resource_tags(FOREIGN)
+    ),
+    "an SLO of another service updated": Request(
+        "application-signals:UpdateServiceLevelObjective",
+        f"arn:aws:application-signals:{REGION}:{ACCOUNT}:slo/payments-staging-x",
+        resource_tags(BAKERYS),
+    ),
+    "an alarm that terminates instances": Request(
+        "cloudwatch:PutMetricAlarm",
+        _ALARM,
+        {
+            **request_tags(BAKERYS),
+            "cloudwatch:AlarmActions": [f"arn:aws:automate:{REGION}:ec2:terminate"],
+        },
+    ),
+    "an alarm without bakery's tag": Request(
+        "cloudwatch:PutMetricAlarm", _ALARM, request_tags(FOREIGN)
+    ),
+    "a sampling rule created without bakery's tag": Request(
+        "xray:CreateSamplingRule", _RULE, request_tags(FOREIGN)
+    ),
+    "a sampling rule that is not bakery's updated": Request(
+        "xray:UpdateSamplingRule", _RULE, resource_tags(FOREIGN)
+    ),
+    "X-Ray's Default rule updated": Request(
+        "xray:UpdateSamplingRule",
+        f"arn:aws:xray:{REGION}:{ACCOUNT}:sampling-rule/Default",
+        resource_tags(BAKERYS),
+    ),
+}
+
+
+@pytest.mark.parametrize("what", sorted(RELEASE_SETTINGS_DENIED))
+def test_the_pipeline_policy_keeps_slo_and_sampling_to_bakerys_own(what: str) -> None:
+    assert not allowed(pipeline(), RELEASE_SETTINGS_DENIED[what]), what

@@ -234,6 +234,8 @@ def collected_infra_checks(outcome: Outcome) -> None:
 E2E = "tests/unit/aws/test_end_to_end.py::test_packer_build_release_copy_share_prune"
 LAUNCH_TESTS = "tests/unit/aws/test_launch.py::"
 CANARY_TESTS = "tests/unit/aws/test_canary.py::"
+SLO_TESTS = "tests/unit/aws/test_slo.py::"
+SAMPLING_TESTS = "tests/unit/aws/test_sampling.py::"
 BAKERY_AWS = Test(
     "tests/unit/ci/test_workflow.py::test_bakery_aws_layers_the_account_settings_over_config"
 )
@@ -427,6 +429,27 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
     ),
     "invoke launch-template --role backend -e staging --security-group sg-0123456789abcdef0": (
         Test(LAUNCH_TESTS + "test_a_group_open_only_on_the_app_port_is_attached"),
+    ),
+    # SLOs and sampling: application-signals and X-Ray through Stubber (moto has neither),
+    # CloudWatch alarms on moto.
+    "invoke slo --role backend -e staging": (
+        Test(SLO_TESTS + "test_slo_task_prints_the_plan_as_a_dry_run"),
+    ),
+    "invoke slo --role backend -e staging --apply": (
+        Test(SLO_TESTS + "test_slo_task_applies_then_shows_the_status"),
+    ),
+    "invoke slo --role backend -e staging --status": (
+        Test(SLO_TESTS + "test_slo_task_applies_then_shows_the_status"),
+    ),
+    "invoke sampling --role backend -e staging": (
+        Test(SAMPLING_TESTS + "test_sampling_task_prints_the_rule_and_what_wins_over_it"),
+    ),
+    "invoke sampling --role backend -e staging --apply": (
+        Test(SAMPLING_TESTS + "test_sampling_task_applies_the_rule"),
+    ),
+    "invoke release --role backend -e staging --slo --sampling": (
+        Test(SLO_TESTS + "test_release_with_slo_applies_the_objectives_after_promoting"),
+        Test(SAMPLING_TESTS + "test_release_with_sampling_applies_the_rule_after_promoting"),
     ),
     # No application-signals service in moto: botocore's Stubber answers.
     "invoke enable-application-signals": (
