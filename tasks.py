@@ -39,6 +39,7 @@ from bakery.cli import (
     write_text_atomically,
 )
 from bakery.config import REPO_ROOT, BakeryConfig, json_schema
+from bakery.diff import diff_records, resolve_record
 from bakery.errors import OperationFailed
 from bakery.host_check import BUILD_LOCK, describe_leftovers, examine
 from bakery.local.build import build_local, local_record, verify_local
@@ -150,6 +151,29 @@ def images(c, role=None, target="local", config=None, set=None):
         show_aws_images(configs)
     else:
         print_local_images(results, [cfg.role for cfg in configs])
+
+
+@task(
+    positional=["a", "b"],
+    help={
+        "a": "the older image: a record.json path, ROLE, ROLE:HASH (local) or an AMI id",
+        "b": "the newer image, named the same ways",
+        "json": "print JSON for machines instead of text for people",
+    }
+)
+@exits_cleanly
+def diff(c, a, b, json=False):
+    """What changed from image A to B: packages, owned files, units, ports, users, versions."""
+    found = diff_records(resolve_record(a), resolve_record(b))
+    if json:
+        _print_json(found.as_json())
+    else:
+        for line in found.as_text():
+            results.print(line, markup=False, soft_wrap=True)
+
+
+def _print_json(data: object) -> None:
+    results.print(json.dumps(data, indent=2, sort_keys=True), markup=False, soft_wrap=True)
 
 
 @task(iterable=ITERABLE, help=COMMON_HELP)
