@@ -159,7 +159,7 @@ def images(c, role=None, target="local", config=None, set=None):
         "a": "the older image: a record.json path, ROLE, ROLE:HASH (local) or an AMI id",
         "b": "the newer image, named the same ways",
         "json": "print JSON for machines instead of text for people",
-    }
+    },
 )
 @exits_cleanly
 def diff(c, a, b, json=False):
