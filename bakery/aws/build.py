@@ -52,6 +52,7 @@ from bakery.packer import (
 from bakery.progress import installed_progress
 from bakery.records import ImageRecord, write_record
 from bakery.render import DEPRECATION, IMDSV2_ON_AMI, ORG_SHARING, RenderedRole
+from bakery.sbom import write_sbom
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -364,6 +365,7 @@ def build_on_aws(
             "manifest": read_image_manifest(directory),
         },
     )
+    write_sbom(record)
     write_record(record)
     say(f"[green]built[/] {cfg.role}: {ami_id} in {region} (record {record.path})")
     return record

@@ -52,6 +52,7 @@ from bakery.records import (
     write_record,
 )
 from bakery.render import BUILD_ROOT, RenderedRole, render_role
+from bakery.sbom import write_sbom
 from bakery.verify.gate import SuiteRunner, verify_record
 from bakery.verify.suites import SshTarget, SuiteResult, run_suites
 
@@ -333,6 +334,7 @@ class LocalTarget:
         with built.open("rb+") as image:
             os.fsync(image.fileno())  # on disk before a record can point at it
         shutil.move(str(built), folder / record.image)
+        write_sbom(record)
         write_record(record)
         # A copy that outlives the next bake, so `invoke diff ROLE:HASH` can name it.
         kept = history_path(

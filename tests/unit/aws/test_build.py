@@ -308,6 +308,7 @@ def test_build_tags_image_and_snapshots_and_writes_record(ec2: Any, tmp_path: Pa
     assert saved["run_id"] == record.details["run_id"]
     # Read by the same code as a local record's, so `invoke diff` compares AMIs too.
     assert saved["manifest"]["inventory"] == BAKED_INVENTORY
+    assert (record.path.parent / saved["sbom"]).is_file()
 
 
 @pytest.mark.parametrize(

@@ -133,6 +133,8 @@ def assert_converged(root: Path) -> dict[str, object]:
     # A copy outlives the next bake, for `invoke diff ROLE:HASH`.
     kept = root / "build" / "records" / "local" / f"{ROLE}-{built['inputs_hash']}.json"
     assert json.loads(kept.read_text())["image"] == built["image"]
+    sbom = root / "build" / "images" / ROLE / str(built["sbom"])
+    assert json.loads(sbom.read_text())["bomFormat"] == "CycloneDX"
     return built
 
 
