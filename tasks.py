@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from rich.markup import escape
 
@@ -55,6 +56,8 @@ from bakery.report import (
 )
 from bakery.validate import validate_rendered
 from bakery.verify.suites import SuiteResult
+from bakery.vuln.advisories import SNAPSHOT as ADVISORY_SNAPSHOT
+from bakery.vuln.advisories import build_snapshot, pinned_names
 
 ITERABLE = ["role", "set"]
 exit_2_on_bad_options()
@@ -174,6 +177,19 @@ def diff(c, a, b, json=False):
 
 def _print_json(data: object) -> None:
     results.print(json.dumps(data, indent=2, sort_keys=True), markup=False, soft_wrap=True)
+
+
+@task(help={"database": "a checkout of the PyPA advisory database (pypa/advisory-database)"})
+@exits_cleanly
+def refresh_advisories(c, database):
+    """Cut config/advisories/pypi.json from the advisory database for the app's pins."""
+    snapshot = build_snapshot(Path(database), pinned_names())
+    text = json.dumps(snapshot, indent=1, sort_keys=True) + "\n"
+    write_text_atomically(ADVISORY_SNAPSHOT, text)
+    count = sum(len(found) for found in snapshot["advisories"].values())
+    pinned = len(snapshot["packages"])
+    where = ADVISORY_SNAPSHOT.relative_to(REPO_ROOT)
+    console.print(f"wrote {where}: {count} advisories for {pinned} pins, as of {snapshot['date']}")
 
 
 @task(iterable=ITERABLE, help=COMMON_HELP)
