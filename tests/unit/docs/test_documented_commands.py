@@ -315,6 +315,20 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
         Test("tests/unit/test_cli.py::test_images_table_goes_to_stdout_so_it_can_be_piped"),
     ),
     "invoke test": (CiRun("./scripts/run invoke test"),),
+    "invoke vulns --role backend": (
+        Test(
+            "tests/unit/vuln/test_vuln_tasks.py::"
+            "test_invoke_vulns_rejects_a_vulnerable_record_and_records_why",
+            mentions=True,
+        ),
+    ),
+    "invoke refresh-advisories --database PATH": (
+        Test(
+            "tests/unit/vuln/test_vuln_tasks.py::"
+            "test_invoke_refresh_advisories_writes_the_dated_snapshot",
+            mentions=True,
+        ),
+    ),
     "invoke diff frontend:OLDHASH frontend": (
         Run(shows_only_the_page, fill={"OLDHASH": "1111"}, files=TWO_FRONTEND_BAKES),
     ),

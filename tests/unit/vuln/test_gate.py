@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from bakery.errors import BadInput, OperationFailed
 from bakery.records import ImageRecord, read_record, write_record
-from bakery.vuln.advisories import SNAPSHOT, load_snapshot
+from bakery.report import vulnerability_counts
+from bakery.vuln.advisories import SNAPSHOT, advisories_for, build_snapshot, load_snapshot
 from bakery.vuln.allowlist import load_allowlist
 from bakery.vuln.debian import listed_sha256, parse_index, verified_release
 from bakery.vuln.gate import check_record, scan
@@ -178,3 +180,40 @@ def test_the_snapshot_is_dated_and_names_how_to_refresh_it() -> None:
     snapshot = json.loads(SNAPSHOT.read_text())
     assert snapshot["date"].startswith("2024-10-10") and len(snapshot["commit"]) == 40
     assert snapshot["refresh"] == "invoke refresh-advisories --database PATH"
+
+
+def test_the_images_table_shows_the_gates_counts() -> None:
+    failed = {"status": "failed", "counts": {"unrated": 3, "accepted": 1}}
+    assert vulnerability_counts(failed) == "failed: 3 unrated, 1 accepted"
+    assert vulnerability_counts({"status": "passed", "counts": {}}) == "passed: none"
+    skipped = {"status": "skipped", "skipped_by": "--no-vuln-gate"}
+    assert vulnerability_counts(skipped) == "skipped (--no-vuln-gate)"
+    assert vulnerability_counts(None) == "-"
+
+
+def test_refresh_advisories_cuts_the_snapshot_for_the_pinned_packages(tmp_path: Path) -> None:
+    """What `invoke refresh-advisories --database PATH` writes, from a tiny database."""
+    database = tmp_path / "advisory-database"
+    for package, advisory, fixed in [("idna", "PYSEC-1", "3.7"), ("leftpad", "PYSEC-2", "2")]:
+        folder = database / "vulns" / package
+        folder.mkdir(parents=True)
+        (folder / f"{advisory}.yaml").write_text(
+            f"id: {advisory}\npublished: 2024-04-26T16:15:00Z\naffected:\n- package:\n"
+            f"    name: {package}\n  ranges:\n  - type: ECOSYSTEM\n    events:\n"
+            f"    - introduced: '0'\n    - fixed: '{fixed}'\n"
+        )
+    git = ["git", "-C", str(database), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "advisories"], check=True)
+
+    snapshot = build_snapshot(database, ["idna", "fastapi"])
+
+    assert list(snapshot["advisories"]) == ["idna"]  # only what the app pins
+    assert snapshot["advisories"]["idna"][0]["published"].startswith("2024-04-26")
+    assert len(snapshot["commit"]) == 40 and snapshot["date"]
+    [found] = advisories_for(snapshot, "IDNA", "3.6")
+    assert (found.id, found.fixed) == ("PYSEC-1", ("3.7",))
+    assert advisories_for(snapshot, "idna", "3.7") == []
+    with pytest.raises(BadInput, match="no vulns/ folder"):
+        build_snapshot(tmp_path, ["idna"])
