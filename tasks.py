@@ -41,7 +41,7 @@ from bakery.cli import (
     write_text_atomically,
 )
 from bakery.config import REPO_ROOT, BakeryConfig, json_schema
-from bakery.diff import diff_records, resolve_record
+from bakery.diff import aws_ami, diff_records, resolve_record
 from bakery.errors import BadInput, OperationFailed
 from bakery.host_check import BUILD_LOCK, describe_leftovers, examine
 from bakery.local.build import build_local, local_record, verify_local
@@ -205,17 +205,26 @@ def images(c, role=None, target="local", config=None, set=None):
 
 
 @task(
+    iterable=ITERABLE,
     positional=["a", "b"],
     help={
         "a": "the older image: a record.json path, ROLE, ROLE:HASH (local) or an AMI id",
         "b": "the newer image, named the same ways",
         "json": "print JSON for machines instead of text for people",
+        **COMMON_HELP,
+        "role": "the role, for released:ENV and newest (with --target aws)",
     },
 )
 @exits_cleanly
-def diff(c, a, b, json=False):
+def diff(c, a, b, json=False, role=None, target="local", config=None, set=None):
     """What changed from image A to B: packages, owned files, units, ports, users, versions."""
-    found = diff_records(resolve_record(a), resolve_record(b))
+    cfg = None
+    if target == "aws":
+        configs = load_configs(role, target, config, set)
+        if len(configs) != 1:
+            raise BadInput("diff: name one --role for released:ENV or newest")
+        cfg = configs[0]
+    found = diff_records(*(resolve_record(aws_ami(ref, cfg) or ref) for ref in (a, b)))
     if json:
         _print_json(found.as_json())
     else:

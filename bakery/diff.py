@@ -3,7 +3,9 @@ the files bakery owns (by sha256, mode, owner), enabled units, listening ports, 
 and the Packer, agent and OTEL distro versions; as text for people or JSON for machines.
 
 A and B name records: a record file, `ROLE` or `ROLE:HASH` (a local image, current or
-kept in build/records/local/), or an AMI id (build/records/aws/ROLE-AMI.json).
+kept in build/records/local/), an AMI id (build/records/aws/ROLE-AMI.json), or, for one
+role on AWS, `released:ENV` (the AMI its SSM parameter names) and `newest` (the newest
+verified AMI), whose records CI keeps.
 """
 
 from __future__ import annotations
@@ -12,6 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bakery.aws.clients import ec2_client, ssm_client
+from bakery.aws.images import newest_first, role_images, status
+from bakery.aws.release import check_environment, parameter_history, parameter_name
+from bakery.aws.tags import VERIFIED
+from bakery.config import BakeryConfig
 from bakery.errors import BadInput
 from bakery.records import ImageRecord, read_record
 from bakery.render import BUILD_ROOT
@@ -54,6 +61,26 @@ def resolve_record(
         f"diff: no image record for {ref!r} (looked in {where}); give a record.json path, "
         "ROLE, ROLE:HASH of a local bake, or an AMI id with a record in build/records/aws/"
     )
+
+
+def aws_ami(ref: str, cfg: BakeryConfig | None) -> str | None:
+    """The AMI id `released:ENV` or `newest` names for cfg's role; None for other refs."""
+    if ref != "newest" and not ref.startswith("released:"):
+        return None
+    if cfg is None or cfg.target != "aws":
+        raise BadInput(f"diff: {ref!r} needs --target aws and one --role")
+    if ref == "newest":
+        images = newest_first(role_images(ec2_client(cfg.aws.region), cfg.role))
+        verified = [image["ImageId"] for image in images if status(image) == VERIFIED]
+        if not verified:
+            raise BadInput(f"diff: no verified {cfg.role} AMI in {cfg.aws.region}")
+        return verified[0]
+    environment = check_environment(ref.partition(":")[2])
+    name = parameter_name(cfg, environment)
+    history = parameter_history(ssm_client(cfg.aws.region), name)
+    if not history:
+        raise BadInput(f"diff: nothing released to {environment} for {cfg.role} ({name})")
+    return history[-1].value
 
 
 @dataclass
