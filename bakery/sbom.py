@@ -18,6 +18,7 @@ from bakery.durable import write_atomically
 from bakery.records import ImageRecord
 
 AGENT_PACKAGE = "amazon-cloudwatch-agent"
+AGENT_NAMESPACE = "amazon"
 # purl `distro` qualifiers per bakery OS (the purl spec's examples: debian-12, amzn-2023).
 DISTROS = {"debian12": ("deb", "debian", "debian-12"), "al2023": ("rpm", "amzn", "amzn-2023")}
 
@@ -41,14 +42,16 @@ def os_components(record: ImageRecord) -> list[Component]:
     components = []
     for line in _manifest(record).get("packages", []):
         name, version, arch = ([*str(line).split("\t"), "", ""])[:3]
+        is_agent = name == AGENT_PACKAGE
+        # The agent is Amazon's package, not the distro's: its purl says so.
+        qualifiers = {"arch": arch} if arch else {}
         purl = PackageURL(
             type=kind,
-            namespace=namespace,
+            namespace=AGENT_NAMESPACE if is_agent else namespace,
             name=name,
             version=version,
-            qualifiers={"arch": arch, "distro": distro} if arch else {"distro": distro},
+            qualifiers=qualifiers if is_agent else qualifiers | {"distro": distro},
         )
-        is_agent = name == AGENT_PACKAGE
         components.append(
             Component(
                 name=name,

@@ -58,7 +58,7 @@ def test_the_sbom_is_valid_cyclonedx_and_lists_os_python_and_agent(tmp_path: Pat
     assert document["bomFormat"] == "CycloneDX" and document["specVersion"] == "1.6"
     purls = {component["purl"] for component in document["components"]}
     assert purls == {
-        "pkg:deb/debian/amazon-cloudwatch-agent@1.300040.0b650-1?arch=amd64&distro=debian-12",
+        "pkg:deb/amazon/amazon-cloudwatch-agent@1.300040.0b650-1?arch=amd64",
         "pkg:deb/debian/libssl3@3.0.15-1~deb12u1?arch=amd64&distro=debian-12",
         "pkg:deb/debian/python3@3.11.2-1%2Bb1?arch=amd64&distro=debian-12",
         "pkg:pypi/aws-opentelemetry-distro@0.21.0",
