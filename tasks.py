@@ -7,10 +7,12 @@ or 1 (a failed operation).
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from rich.markup import escape
 
@@ -41,7 +43,8 @@ from bakery.cli import (
     write_text_atomically,
 )
 from bakery.config import REPO_ROOT, BakeryConfig, json_schema
-from bakery.errors import OperationFailed
+from bakery.diff import aws_ami, diff_records, resolve_record
+from bakery.errors import BadInput, OperationFailed
 from bakery.host_check import BUILD_LOCK, describe_leftovers, examine
 from bakery.local.build import build_local, local_record, verify_local
 from bakery.packer import detect_version, run_packer
@@ -53,9 +56,14 @@ from bakery.report import (
     print_findings,
     print_local_images,
     print_verify_table,
+    vulnerability_counts,
 )
 from bakery.validate import validate_rendered
 from bakery.verify.suites import SuiteResult
+from bakery.vuln.advisories import SNAPSHOT as ADVISORY_SNAPSHOT
+from bakery.vuln.advisories import build_snapshot, pinned_names
+from bakery.vuln.debian import security_index
+from bakery.vuln.gate import check_record
 
 ITERABLE = ["role", "set"]
 exit_2_on_bad_options()
@@ -84,14 +92,27 @@ BUILD_HELP = {
     "force": "rebuild even when a role's inputs hash is unchanged",
     "parallel": "how many roles to bake (and boot) at once (default 3)",
     "no_verify": "skip the verification gate (the images stay unverified)",
+    "no_vuln_gate": "skip the vulnerability gate (recorded in the image record as skipped)",
 }
-VERIFY_HELP = {**COMMON_HELP, "parallel": "how many images to boot at once (default 3)"}
+VERIFY_HELP = {
+    **COMMON_HELP,
+    "parallel": "how many images to boot at once (default 3)",
+    "no_vuln_gate": BUILD_HELP["no_vuln_gate"],
+}
 
 
 @task(iterable=ITERABLE, help=BUILD_HELP)
 @exits_cleanly
 def build(
-    c, role=None, target="local", config=None, set=None, force=False, parallel=3, no_verify=False
+    c,
+    role=None,
+    target="local",
+    config=None,
+    set=None,
+    force=False,
+    parallel=3,
+    no_verify=False,
+    no_vuln_gate=False,
 ):
     """Bake the role images and verify them (default: all three, local qemu target)."""
     configs = load_configs(role, target, config, set)
@@ -110,8 +131,26 @@ def build(
     print_build_table(results, built, dict(verdicts))
     problems = [f"{r.role}: {r.error}" for r in failed]
     problems += [f"{role}: {v.verdict} ({_why(v)})" for role, v in verdicts if not v.verified]
+    if not no_verify:
+        checked = [cfg.role for cfg in configs if cfg.role not in {r.role for r in failed}]
+        problems += _vulnerability_gate(checked, no_vuln_gate)
     if problems:
         raise OperationFailed("; ".join(problems))
+
+
+def _vulnerability_gate(roles: list[str], skip: bool) -> list[str]:
+    """Scan each role's local record; the problems of those that fail."""
+    fetch = functools.cache(security_index)  # one fetch of the security suite per run
+    problems = []
+    for role in roles:
+        record = local_record(role)
+        if record is None:
+            continue
+        report = check_record(record, skip="--no-vuln-gate" if skip else "", fetch_index=fetch)
+        console.print(f"{role}: vulnerability gate {vulnerability_counts(report.as_json())}")
+        if not report.passed and not report.skipped:
+            problems.append(f"{role}: vulnerability gate: " + "; ".join(report.problems()[:5]))
+    return problems
 
 
 def _why(verdict: SuiteResult) -> str:
@@ -123,7 +162,7 @@ def _why(verdict: SuiteResult) -> str:
 
 @task(iterable=ITERABLE, help=VERIFY_HELP)
 @exits_cleanly
-def verify(c, role=None, target="local", config=None, set=None, parallel=3):
+def verify(c, role=None, target="local", config=None, set=None, parallel=3, no_vuln_gate=False):
     """Boot each image with launch-time settings and run its testinfra suites (the gate)."""
     configs = load_configs(role, target, config, set)
     if target == "aws":
@@ -131,9 +170,22 @@ def verify(c, role=None, target="local", config=None, set=None, parallel=3):
         return
     verdicts = verify_local(configs, progress, int(parallel))
     print_verify_table(results, verdicts)
-    bad = [(role, v) for role, v in verdicts if not v.verified]
-    if bad:
-        raise OperationFailed("; ".join(f"{role}: {v.verdict} ({_why(v)})" for role, v in bad))
+    problems = [f"{role}: {v.verdict} ({_why(v)})" for role, v in verdicts if not v.verified]
+    problems += _vulnerability_gate([cfg.role for cfg in configs], no_vuln_gate)
+    if problems:
+        raise OperationFailed("; ".join(problems))
+
+
+@task(iterable=ITERABLE, help=COMMON_HELP)
+@exits_cleanly
+def vulns(c, role=None, target="local", config=None, set=None):
+    """Run the vulnerability gate on the local images as built (no boot): Debian, Python."""
+    configs = load_configs(role, target, config, set)
+    if target != "local":
+        raise BadInput("vulns: --target aws is not supported yet; run it on local records")
+    problems = _vulnerability_gate([cfg.role for cfg in configs], skip=False)
+    if problems:
+        raise OperationFailed("; ".join(problems))
 
 
 def _build_on_aws(configs: list[BakeryConfig], progress: Progress) -> None:
@@ -155,6 +207,51 @@ def images(c, role=None, target="local", config=None, set=None):
         show_aws_images(configs)
     else:
         print_local_images(results, [cfg.role for cfg in configs])
+
+
+@task(
+    iterable=ITERABLE,
+    positional=["a", "b"],
+    help={
+        "a": "the older image: a record.json path, ROLE, ROLE:HASH (local) or an AMI id",
+        "b": "the newer image, named the same ways",
+        "json": "print JSON for machines instead of text for people",
+        **COMMON_HELP,
+        "role": "the role, for released:ENV and newest (with --target aws)",
+    },
+)
+@exits_cleanly
+def diff(c, a, b, json=False, role=None, target="local", config=None, set=None):
+    """What changed from image A to B: packages, owned files, units, ports, users, versions."""
+    cfg = None
+    if target == "aws":
+        configs = load_configs(role, target, config, set)
+        if len(configs) != 1:
+            raise BadInput("diff: name one --role for released:ENV or newest")
+        cfg = configs[0]
+    found = diff_records(*(resolve_record(aws_ami(ref, cfg) or ref) for ref in (a, b)))
+    if json:
+        _print_json(found.as_json())
+    else:
+        for line in found.as_text():
+            results.print(line, markup=False, soft_wrap=True)
+
+
+def _print_json(data: object) -> None:
+    results.print(json.dumps(data, indent=2, sort_keys=True), markup=False, soft_wrap=True)
+
+
+@task(help={"database": "a checkout of the PyPA advisory database (pypa/advisory-database)"})
+@exits_cleanly
+def refresh_advisories(c, database):
+    """Cut config/advisories/pypi.json from the advisory database for the app's pins."""
+    snapshot = build_snapshot(Path(database), pinned_names())
+    text = json.dumps(snapshot, indent=1, sort_keys=True) + "\n"
+    write_text_atomically(ADVISORY_SNAPSHOT, text)
+    count = sum(len(found) for found in snapshot["advisories"].values())
+    pinned = len(snapshot["packages"])
+    where = ADVISORY_SNAPSHOT.relative_to(REPO_ROOT)
+    console.print(f"wrote {where}: {count} advisories for {pinned} pins, as of {snapshot['date']}")
 
 
 @task(iterable=ITERABLE, help=COMMON_HELP)

@@ -212,13 +212,16 @@ def this_run_artifacts(manifest: Path, earlier: set[str]) -> tuple[str, list[str
 
 
 def read_image_manifest(rendered_dir: Path) -> dict[str, Any]:
-    """What the record-manifest step downloaded: packages, pip freeze, agent version."""
+    """What the record-manifest step downloaded: packages, pip freeze, agent version,
+    and the inventory (owned files, enabled units, ports, users) under `inventory`."""
     # Packer 1.6's download of a folder may nest it once more; take it where it landed.
     found_at = sorted((rendered_dir / "manifest").rglob("manifest.json"))
     folder = found_at[0].parent if found_at else rendered_dir / "manifest"
     found: dict[str, Any] = {}
     if (folder / "manifest.json").is_file():
         found = json.loads((folder / "manifest.json").read_text())
+    if (folder / "inventory.json").is_file():
+        found["inventory"] = json.loads((folder / "inventory.json").read_text())
     for name in ("packages.txt", "pip-freeze.txt", "agent-version.txt"):
         if (folder / name).is_file():
             found[name.rsplit(".", 1)[0].replace("-", "_")] = (

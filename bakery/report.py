@@ -4,6 +4,8 @@ console it is given (the CLI's stdout console: results go to stdout)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.table import Table
 
 from bakery.config import REPO_ROOT
@@ -61,11 +63,12 @@ def print_verify_table(out: Console, verdicts: list[tuple[str, SuiteResult]]) ->
 
 
 def print_local_images(out: Console, roles: list[str]) -> None:
-    table = _table("local images", ("role", "image", "built", "status", "inputs hash", "size MB"))
+    columns = ("role", "image", "built", "status", "inputs hash", "size MB", "vulnerabilities")
+    table = _table("local images", columns)
     for role in roles:
         record = local_record(role)
         if record is None:
-            table.add_row(role, "-", "-", "not built", "-", "-")
+            table.add_row(role, "-", "-", "not built", "-", "-", "-")
             continue
         table.add_row(
             role,
@@ -74,8 +77,20 @@ def print_local_images(out: Console, roles: list[str]) -> None:
             record.status,
             record.inputs_hash or "-",
             f"{record.details.get('size_bytes', 0) / 1e6:.0f}",
+            vulnerability_counts(record.details.get("vulnerabilities")),
         )
     out.print(table)
+
+
+def vulnerability_counts(found: Any) -> str:
+    """The gate's result in a cell: `failed: 3 unrated, 1 accepted`, `skipped`, or `-`."""
+    if not isinstance(found, dict):
+        return "-"
+    if found.get("status") == "skipped":
+        return f"skipped ({found.get('skipped_by', '')})"
+    counts = found.get("counts") or {}
+    shown = ", ".join(f"{n} {severity}" for severity, n in counts.items()) or "none"
+    return f"{found.get('status')}: {shown}"
 
 
 def print_findings(out: Console, findings: list[Finding]) -> None:

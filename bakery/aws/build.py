@@ -43,10 +43,16 @@ from bakery.config import BakeryConfig
 from bakery.errors import BadInput, BakeryError, OperationFailed
 from bakery.hcl import write_var_file
 from bakery.inputs import RunInputs, run_inputs
-from bakery.packer import manifest_run_uuids, run_packer, this_run_artifacts
+from bakery.packer import (
+    manifest_run_uuids,
+    read_image_manifest,
+    run_packer,
+    this_run_artifacts,
+)
 from bakery.progress import installed_progress
 from bakery.records import ImageRecord, write_record
 from bakery.render import DEPRECATION, IMDSV2_ON_AMI, ORG_SHARING, RenderedRole
+from bakery.sbom import write_sbom
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -355,8 +361,11 @@ def build_on_aws(
             "snapshot_ids": snapshot_ids(image),
             "post_build": list(applied),
             "tags": values,
+            # The same collector's output as a local record's: `invoke diff` reads both.
+            "manifest": read_image_manifest(directory),
         },
     )
+    write_sbom(record)
     write_record(record)
     say(f"[green]built[/] {cfg.role}: {ami_id} in {region} (record {record.path})")
     return record

@@ -23,12 +23,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bakery import processes
 from bakery.artifacts import prepare_artifacts
 from bakery.config import REPO_ROOT, BakeryConfig
+from bakery.diff import history_path
 from bakery.errors import BadInput, BakeryError, MissingTool, OperationFailed
 from bakery.hcl import write_var_file
 from bakery.inputs import run_inputs
@@ -51,6 +52,7 @@ from bakery.records import (
     write_record,
 )
 from bakery.render import BUILD_ROOT, RenderedRole, render_role
+from bakery.sbom import write_sbom
 from bakery.verify.gate import SuiteRunner, verify_record
 from bakery.verify.suites import SshTarget, SuiteResult, run_suites
 
@@ -332,7 +334,13 @@ class LocalTarget:
         with built.open("rb+") as image:
             os.fsync(image.fileno())  # on disk before a record can point at it
         shutil.move(str(built), folder / record.image)
+        write_sbom(record)
         write_record(record)
+        # A copy that outlives the next bake, so `invoke diff ROLE:HASH` can name it.
+        kept = history_path(
+            record.role, record.inputs_hash, IMAGES_ROOT.parent / "records" / "local"
+        )
+        write_record(replace(record, path=kept))
         if previous and previous.image and previous.image != record.image:
             (folder / previous.image).unlink(missing_ok=True)
 

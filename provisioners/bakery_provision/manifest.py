@@ -1,5 +1,6 @@
 """`record-manifest`: what went into the image, as files Packer downloads to the host:
-packages.txt, pip-freeze.txt (backend), agent-version.txt and a manifest.json summary."""
+packages.txt, pip-freeze.txt (backend), agent-version.txt, inventory.json (owned files,
+units, ports, users) and a manifest.json summary."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bakery_provision import inventory
 from bakery_provision.agent import VERSION_FILE
 from bakery_provision.backend import DISTRO_PACKAGE, pinned_versions
 from bakery_provision.context import StepContext
@@ -55,7 +57,7 @@ def summary(
             "count": len(packages),
             "selected": {name: versions[name] for name in wanted if name in versions},
         },
-        "files": ["packages.txt", "agent-version.txt"],
+        "files": ["packages.txt", "agent-version.txt", "inventory.json"],
     }
     if freeze is not None:
         pins = pinned_versions(freeze)
@@ -84,6 +86,8 @@ def run(ctx: StepContext) -> None:
         )
         freeze = "".join(f"{line}\n" for line in sorted(result.stdout.splitlines()) if line)
         _write(ctx, "pip-freeze.txt", freeze)
+    owned = inventory.collect(ctx)
+    _write(ctx, "inventory.json", json.dumps(owned, indent=2, sort_keys=True) + "\n")
     document = summary(ctx, packages, agent_version, freeze)
     _write(ctx, "manifest.json", json.dumps(document, indent=2, sort_keys=True) + "\n")
     ctx.say(f"{len(packages)} packages, agent {agent_version}")

@@ -154,6 +154,11 @@ class FakePacker:
         if self.fail is not None:
             raise self.fail  # the instance stays running: cleanup must take it too
         ec2.terminate_instances(InstanceIds=[instance])
+        # What Packer downloads after the record-manifest step, on every target.
+        downloaded = cwd / "manifest"
+        downloaded.mkdir(exist_ok=True)
+        (downloaded / "manifest.json").write_text(json.dumps({"role": "backend"}))
+        (downloaded / "inventory.json").write_text(json.dumps(BAKED_INVENTORY))
         if self.write_manifest:
             manifest = cwd / "packer-manifest.json"
             data = json.loads(manifest.read_text()) if manifest.exists() else {"builds": []}
@@ -169,6 +174,9 @@ class FakePacker:
             )
             data["last_run_uuid"] = run
             manifest.write_text(json.dumps(data))
+
+
+BAKED_INVENTORY = {"enabled_units": ["fastapi-otel.service"], "files": {}, "users": []}
 
 
 class ConcurrentRun:
@@ -298,6 +306,9 @@ def test_build_tags_image_and_snapshots_and_writes_record(ec2: Any, tmp_path: Pa
     assert saved["post_build"] == [IMDSV2_ON_AMI]
     assert saved["packer_run_uuid"] != "earlier-run"
     assert saved["run_id"] == record.details["run_id"]
+    # Read by the same code as a local record's, so `invoke diff` compares AMIs too.
+    assert saved["manifest"]["inventory"] == BAKED_INVENTORY
+    assert (record.path.parent / saved["sbom"]).is_file()
 
 
 @pytest.mark.parametrize(

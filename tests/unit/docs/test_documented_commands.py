@@ -271,6 +271,43 @@ ACCOUNT_YAML = block_after(REPO_ROOT / "docs/ci.md", "For example, `BAKERY_CONFI
 EXPECT_JSON = block_after(REPO_ROOT / "tests/infra/README.md", "Example (backend, local)", "json")
 CI_ACCOUNT = {"account.yaml": ACCOUNT_YAML}
 
+
+def frontend_record(inputs_hash: str, page_sha256: str) -> str:
+    """A local frontend record whose inventory holds only the page, as `invoke diff` reads it."""
+    page = {"sha256": page_sha256, "mode": "0644", "owner": "root", "group": "root"}
+    inventory = {"files": {"/var/www/bakery/index.html": page}, "enabled_units": ["nginx.service"]}
+    record = {
+        "role": "frontend",
+        "image": f"frontend-{inputs_hash}.qcow2",
+        "inputs_hash": inputs_hash,
+        "packer_version": "1.6.6",
+        "manifest": {"packages": ["nginx\t1.22.1-9\tamd64"], "inventory": inventory},
+    }
+    return json.dumps(record)
+
+
+# The page changed between a kept bake and the current one: the diff names only it.
+TWO_FRONTEND_BAKES = {
+    "build/records/local/frontend-1111aaaa.json": frontend_record("1111aaaa", "a" * 64),
+    "build/images/frontend/record.json": frontend_record("2222bbbb", "b" * 64),
+}
+
+
+def shows_only_the_page(outcome: Outcome) -> None:
+    assert outcome.returncode == 0, outcome.output
+    assert "owned files: 0 added, 0 removed, 1 changed" in outcome.output
+    assert "~ /var/www/bakery/index.html: sha256:" + "a" * 64 in outcome.output
+    assert "packages" not in outcome.output.replace("debian packages: 0", "")
+
+
+def diff_json_names_the_page(outcome: Outcome) -> None:
+    assert outcome.returncode == 0, outcome.output
+    changes = json.loads(outcome.output)["changes"]
+    assert list(changes["owned files"]["changed"]) == ["/var/www/bakery/index.html"]
+    assert not any(changes[name][kind] for name in changes if name != "owned files"
+                   for kind in ("added", "removed", "changed"))  # fmt: skip
+
+
 EVIDENCE: dict[str, tuple[Evidence, ...]] = {
     # The main job, the test suite and the smoke test: .ci/run.
     "./scripts/run invoke build": (CiRun(),),
@@ -280,6 +317,26 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
         Test("tests/unit/test_cli.py::test_images_table_goes_to_stdout_so_it_can_be_piped"),
     ),
     "invoke test": (CiRun("./scripts/run invoke test"),),
+    "invoke vulns --role backend": (
+        Test(
+            "tests/unit/vuln/test_vuln_tasks.py::"
+            "test_invoke_vulns_rejects_a_vulnerable_record_and_records_why",
+            mentions=True,
+        ),
+    ),
+    "invoke refresh-advisories --database PATH": (
+        Test(
+            "tests/unit/vuln/test_vuln_tasks.py::"
+            "test_invoke_refresh_advisories_writes_the_dated_snapshot",
+            mentions=True,
+        ),
+    ),
+    "invoke diff frontend:OLDHASH frontend": (
+        Run(shows_only_the_page, fill={"OLDHASH": "1111"}, files=TWO_FRONTEND_BAKES),
+    ),
+    "invoke diff frontend:OLDHASH frontend --json": (
+        Run(diff_json_names_the_page, fill={"OLDHASH": "1111"}, files=TWO_FRONTEND_BAKES),
+    ),
     "invoke smoke": (CiRun("./scripts/run invoke smoke"),),
     "invoke verify": (
         CiRun("./scripts/run invoke build", why="invoke build ends with the same gate"),

@@ -130,6 +130,11 @@ def assert_converged(root: Path) -> dict[str, object]:
     image = root / "build" / "images" / ROLE / str(built["image"])
     assert image.read_bytes().startswith(b"QFI\xfb")  # the whole image the double wrote
     assert processes_of(root) == [] and left_in_work(root) == []
+    # A copy outlives the next bake, for `invoke diff ROLE:HASH`.
+    kept = root / "build" / "records" / "local" / f"{ROLE}-{built['inputs_hash']}.json"
+    assert json.loads(kept.read_text())["image"] == built["image"]
+    sbom = root / "build" / "images" / ROLE / str(built["sbom"])
+    assert json.loads(sbom.read_text())["bomFormat"] == "CycloneDX"
     return built
 
 

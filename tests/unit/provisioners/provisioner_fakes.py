@@ -196,6 +196,8 @@ class FakeSystem(CommandRunner):
             return (0, "enabled\n", "") if units[0] in self.enabled else (1, "disabled\n", "")
         if action == "is-active":
             return (0, "active\n", "") if units[0] in self.active else (3, "inactive\n", "")
+        if action == "list-unit-files":
+            return 0, "".join(f"{unit} enabled enabled\n" for unit in sorted(self.enabled)), ""
         if action == "enable":
             self.enabled.update(units)
         elif action in ("start", "restart"):
