@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -218,6 +219,21 @@ class OtelSettings(Section):
     distro_version: VersionString = Field(description="aws-opentelemetry-distro pin")
     otlp_endpoint: HttpUrl = Field(description="the agent's OTLP/HTTP endpoint (port 4316)")
     sampling_endpoint: HttpUrl = Field(description="the agent's X-Ray sampling proxy (2000)")
+    agent_wait_timeout_s: int = Field(
+        ge=1,
+        le=600,
+        description="how long the app's start waits for the agent to answer on the OTLP and "
+        "sampling ports before it starts without it",
+    )
+
+    def agent_addresses(self) -> list[str]:
+        """HOST:PORT of the agent's OTLP and sampling endpoints: what the app's start waits for."""
+        addresses = []
+        for url in (self.otlp_endpoint, self.sampling_endpoint):
+            parts = urlsplit(url)
+            default_port = 443 if parts.scheme == "https" else 80
+            addresses.append(f"{parts.hostname}:{parts.port or default_port}")
+        return addresses
 
     def unit_variables(self) -> dict[str, str]:
         """The fixed OTEL variables of the app's systemd unit (its `Environment=` lines);
