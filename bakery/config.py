@@ -178,6 +178,10 @@ class AppSettings(Section):
     dir: Annotated[AbsolutePath, AfterValidator(_app_dir_of_its_own)] = Field(
         description="install folder of the app and its venv (not a system folder)"
     )
+    database_service_name: SafeToken = Field(
+        description="the backend's database dependency in Application Signals (peer.service "
+        "on its database client spans); launch.env's DATABASE_SERVICE_NAME overrides it"
+    )
 
 
 class AgentSource(Section):

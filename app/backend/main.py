@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from database import Database, DatabaseConfigError
+from dependency_names import name_the_database_dependency
 from models import User, UserCreate, UserOut
 
 SERVICE_VERSION = "1.0.0"
@@ -77,6 +78,9 @@ def log_handler(stream: TextIO) -> logging.Handler:
 
 configure_logging()
 log = logging.getLogger("backend")
+# Under opentelemetry-instrument the SDK is set up before this import: name the database
+# dependency in its spans now (DATABASE_SERVICE_NAME; see dependency_names.py).
+name_the_database_dependency()
 
 # Errors that mean "the database cannot be used right now", as opposed to a bug.
 DATABASE_UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, DatabaseConfigError)

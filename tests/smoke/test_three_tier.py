@@ -20,6 +20,8 @@ pytestmark = pytest.mark.slow
 RECEIVED = "/opt/aws/amazon-cloudwatch-agent/var/testdouble/received/traces"
 # The smoke's user data sets no LOG_GROUP_NAME: the baked default reaches the resource.
 LOG_GROUP = load_config("backend", "local").service.log_group
+# Nor DATABASE_SERVICE_NAME: the database dependency takes the configured name.
+DATABASE_SERVICE_NAME = load_config("backend", "local").app.database_service_name
 
 
 def _call(tier: ThreeTier, method: str, path: str, body: dict[str, Any] | None = None,
@@ -96,6 +98,10 @@ def test_users_round_trip_through_all_three_tiers(three_tier: ThreeTier, tmp_pat
     assert any("INSERT" in str(span.get("db.statement", span["name"])) for span in db_spans)
     peers = {str(span.get("net.peer.name") or span.get("server.address")) for span in db_spans}
     assert DATABASE_B in peers
+    # The dependency is named from config (peer.service), and the distro's exporter turned
+    # that into the RemoteService Application Signals shows, instead of `mysql`.
+    assert {span.get("peer.service") for span in db_spans} == {DATABASE_SERVICE_NAME}
+    assert {span.get("aws.remote.service") for span in db_spans} == {DATABASE_SERVICE_NAME}
 
 
 def test_otel_settings_in_launch_env_reach_the_app_but_not_its_resource(
