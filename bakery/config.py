@@ -223,6 +223,10 @@ class OtelSettings(Section):
     distro_version: VersionString = Field(description="aws-opentelemetry-distro pin")
     otlp_endpoint: HttpUrl = Field(description="the agent's OTLP/HTTP endpoint (port 4316)")
     sampling_endpoint: HttpUrl = Field(description="the agent's X-Ray sampling proxy (2000)")
+    runtime_metrics: bool = Field(
+        description="the distro's Python runtime metrics (memory, GC, threads, CPU) beside "
+        "the Application Signals metrics (OTEL_AWS_APPLICATION_SIGNALS_RUNTIME_ENABLED)"
+    )
     agent_wait_timeout_s: int = Field(
         ge=1,
         le=600,
@@ -246,6 +250,7 @@ class OtelSettings(Section):
             "OTEL_METRICS_EXPORTER": "none",
             "OTEL_LOGS_EXPORTER": "none",
             "OTEL_AWS_APPLICATION_SIGNALS_ENABLED": "true",
+            "OTEL_AWS_APPLICATION_SIGNALS_RUNTIME_ENABLED": str(self.runtime_metrics).lower(),
             "OTEL_PYTHON_DISTRO": "aws_distro",
             "OTEL_PYTHON_CONFIGURATOR": "aws_configurator",
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",

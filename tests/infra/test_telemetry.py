@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from guest import boot_time, copy_folder, http_get, poll, sudo_exists, sudo_text
+from guest import (
+    boot_time,
+    copy_folder,
+    http_get,
+    main_pid,
+    poll,
+    process_environment,
+    sudo_exists,
+    sudo_text,
+)
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.doubles.cloudwatch_agent.received import attributes_dict, decode_received
@@ -38,6 +47,16 @@ REQUESTS = ("/", "/health", "/users") * 4  # /users answers 503 without a databa
 OPERATION = "GET /health"
 # What Application Signals derives from each server span, per operation.
 RED_METRICS = {"Latency", "Error", "Fault"}
+# The distro's runtime metrics: the system-metrics instrumentation's scope, and the
+# instruments the distro gives views to (aws_opentelemetry_configurator.py,
+# _get_runtime_metric_views) as CPython names them.
+RUNTIME_SCOPE = "opentelemetry.instrumentation.system_metrics"
+RUNTIME_METRICS = {
+    "process.runtime.cpython.memory",
+    "process.runtime.cpython.gc_count",
+    "process.runtime.cpython.thread_count",
+}
+APP_UNIT = "fastapi-otel"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -131,6 +150,37 @@ def test_application_signals_metrics_are_exported(
     )
     assert set(metrics) >= RED_METRICS, sorted(metrics)
     assert all(services == {expect["service_name"]} for services in metrics.values()), metrics
+
+
+def scope_metrics(requests: list[Any], scope_name: str) -> dict[str, set[str]]:
+    """Metric name -> the service.name values of the resources that sent it, in one scope."""
+    found: dict[str, set[str]] = {}
+    for request in requests:
+        for resource_metrics in request.resource_metrics:
+            service = attributes_dict(resource_metrics.resource.attributes).get("service.name")
+            for scope in resource_metrics.scope_metrics:
+                if scope.scope.name == scope_name:
+                    for metric in scope.metrics:
+                        found.setdefault(metric.name, set()).add(str(service))
+    return found
+
+
+@pytest.mark.usefixtures("double_only", "traffic")
+def test_runtime_metrics_are_exported(host: Any, expect: dict[str, Any], tmp_path: Path) -> None:
+    environment = process_environment(host, main_pid(host, APP_UNIT))
+    if environment.get("OTEL_AWS_APPLICATION_SIGNALS_RUNTIME_ENABLED", "true") != "true":
+        pytest.skip("runtime metrics are off (otel.runtime_metrics: false)")
+
+    def runtime() -> dict[str, set[str]]:
+        found = scope_metrics(received(host, "metrics", tmp_path), RUNTIME_SCOPE)
+        return found if set(found) >= RUNTIME_METRICS else {}
+
+    metrics = poll(runtime, ARRIVAL_TIMEOUT_S)
+    assert metrics, (
+        f"the runtime metrics {sorted(RUNTIME_METRICS)} did not reach the agent within "
+        f"{ARRIVAL_TIMEOUT_S}s"
+    )
+    assert all(metrics[name] == {expect["service_name"]} for name in RUNTIME_METRICS), metrics
 
 
 def request_lines(host: Any) -> list[re.Match[str]]:
