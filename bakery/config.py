@@ -178,6 +178,12 @@ class AppSettings(Section):
     dir: Annotated[AbsolutePath, AfterValidator(_app_dir_of_its_own)] = Field(
         description="install folder of the app and its venv (not a system folder)"
     )
+    workers: int = Field(
+        ge=1,
+        le=32,
+        description="app processes: 1 runs uvicorn alone; more run gunicorn with that many "
+        "uvicorn workers, each with its own OpenTelemetry SDK",
+    )
     database_service_name: SafeToken = Field(
         description="the backend's database dependency in Application Signals (peer.service "
         "on its database client spans); launch.env's DATABASE_SERVICE_NAME overrides it"

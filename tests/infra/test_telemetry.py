@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from guest import (
     process_environment,
     sudo_exists,
     sudo_text,
+    unit_processes,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -181,6 +183,74 @@ def test_runtime_metrics_are_exported(host: Any, expect: dict[str, Any], tmp_pat
         f"{ARRIVAL_TIMEOUT_S}s"
     )
     assert all(metrics[name] == {expect["service_name"]} for name in RUNTIME_METRICS), metrics
+
+
+# Concurrent requests made on the instance, so the workers sharing the listening socket
+# all get some: sequential ones can all land on the worker that woke first.
+_BURST = """\
+import sys, urllib.request
+from concurrent.futures import ThreadPoolExecutor
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+def get(_):
+    try:
+        return opener.open(sys.argv[1], timeout=15).status
+    except OSError:
+        return 0
+with ThreadPoolExecutor(16) as pool:
+    print(sorted(set(pool.map(get, range(64)))))
+"""
+
+
+def worker_pids(host: Any) -> set[int]:
+    """The pids of the app's workers: every process of the unit but gunicorn's master."""
+    return set(unit_processes(host, APP_UNIT)) - {main_pid(host, APP_UNIT)}
+
+
+def resource_pids(requests: list[Any], kind: str) -> set[int]:
+    """process.pid of the resources that sent server spans (`spans`) or runtime metrics."""
+    pids = set()
+    for request in requests:
+        if kind == "spans":
+            for resource_spans in request.resource_spans:
+                spans = [s for scope in resource_spans.scope_spans for s in scope.spans]
+                if any(span.kind == Span.SPAN_KIND_SERVER for span in spans):
+                    pids.add(attributes_dict(resource_spans.resource.attributes).get("process.pid"))
+        else:
+            for resource_metrics in request.resource_metrics:
+                scopes = {scope.scope.name for scope in resource_metrics.scope_metrics}
+                if RUNTIME_SCOPE in scopes:
+                    pids.add(
+                        attributes_dict(resource_metrics.resource.attributes).get("process.pid")
+                    )
+    return {int(pid) for pid in pids if pid is not None}
+
+
+@pytest.mark.usefixtures("double_only", "traffic")
+def test_spans_and_metrics_come_from_every_worker(
+    host: Any, expect: dict[str, Any], tmp_path: Path
+) -> None:
+    workers = int(expect.get("app_workers", 1))
+    if workers == 1:
+        pytest.skip("app.workers is 1: one process sends everything")
+    pids = worker_pids(host)
+    assert len(pids) == workers, pids
+    url = f"http://127.0.0.1:{expect['app_port']}/health"
+
+    def missing() -> dict[str, set[int]]:
+        host.check_output("python3 -c %s %s", _BURST, url)
+        seen = {
+            "spans": resource_pids(received(host, "traces", tmp_path), "spans"),
+            "runtime metrics": resource_pids(received(host, "metrics", tmp_path), "metrics"),
+        }
+        return {kind: pids - found for kind, found in seen.items() if pids - found}
+
+    gaps = missing()
+    deadline_rounds = ARRIVAL_TIMEOUT_S // 5
+    while gaps and deadline_rounds > 0:
+        time.sleep(5)
+        deadline_rounds -= 1
+        gaps = missing()
+    assert not gaps, f"workers that sent nothing of a kind within {ARRIVAL_TIMEOUT_S}s: {gaps}"
 
 
 def request_lines(host: Any) -> list[re.Match[str]]:
