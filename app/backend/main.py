@@ -17,6 +17,7 @@ from typing import Annotated, TextIO
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
+from opentelemetry import trace
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
@@ -136,17 +137,32 @@ for _error in DATABASE_UNAVAILABLE_ERRORS:
     app.add_exception_handler(_error, database_unavailable)
 
 
+def traceresponse(span_context: trace.SpanContext) -> str | None:
+    """The W3C `traceresponse` header value for a span (version-traceid-spanid-flags), or
+    None outside a trace. The frontend's nginx logs it beside the request's traceparent,
+    so a request can be followed from the nginx access log into this trace."""
+    if not span_context.is_valid:
+        return None
+    return (
+        f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
+        f"{int(span_context.trace_flags):02x}"
+    )
+
+
 @app.middleware("http")
 async def log_request(
     request: Request, call_next: Callable[[Request], Awaitable[Response]]
 ) -> Response:
     """One line per request, written inside the request's server span, so its trace id is
     on the line. It replaces uvicorn's access log (the unit passes --no-access-log), whose
-    format has no trace id."""
+    format has no trace id. The response names that span in a `traceresponse` header."""
     started = time.perf_counter()
     response = await call_next(request)
     elapsed_ms = (time.perf_counter() - started) * 1000
     log.info("%s %s %d %.1fms", request.method, request.url.path, response.status_code, elapsed_ms)
+    header = traceresponse(trace.get_current_span().get_span_context())
+    if header is not None:
+        response.headers["traceresponse"] = header
     return response
 
 

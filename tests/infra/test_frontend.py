@@ -72,3 +72,34 @@ def test_api_is_proxied_to_the_backend(host: Any, expect: dict[str, Any]) -> Non
     hostname = urllib.parse.urlsplit(expect["backend_url"]).hostname or ""
     if is_ip_address(hostname):
         assert used.group(1) == upstream_server(expect["backend_url"]), logged
+
+
+# GET a URL on the instance with a traceparent header; prints the status (0: no answer).
+_GET_TRACED = """\
+import sys, urllib.error, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+request = urllib.request.Request(sys.argv[1], headers={"traceparent": sys.argv[2]})
+try:
+    print(opener.open(request, timeout=15).status)
+except urllib.error.HTTPError as error:
+    print(error.code)
+except OSError:
+    print(0)
+"""
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
+
+
+def test_access_log_carries_the_trace_header_and_the_backends_span(host: Any) -> None:
+    status = int(host.check_output("python3 -c %s %s %s", _GET_TRACED,
+                                   "http://127.0.0.1/api/health?traced", TRACEPARENT))  # fmt: skip
+    assert status in (200, 502, 504), status
+    [logged] = sudo_lines(host, f"grep -F 'GET /api/health?traced ' {ACCESS_LOG} | tail -n 1")
+    assert f" traceparent={TRACEPARENT} " in logged, logged
+    backend_trace = re.search(r" backend_trace=(\S+)", logged)
+    assert backend_trace, logged
+    if status == 200:
+        # The backend continued the client's trace: its span is in the same trace.
+        assert backend_trace.group(1).startswith(f"00-{TRACE_ID}-"), logged
+    else:
+        assert backend_trace.group(1) == "-", logged
