@@ -1,7 +1,8 @@
 """The backend HTTP service: status, health and readiness probes, and the users API.
 
 Run on the image as `opentelemetry-instrument uvicorn main:app` from /opt/app (one
-worker, no reload). Settings come only from the environment; see database.py for the
+worker, no reload), or with app.workers > 1 under gunicorn with uvicorn workers
+(gunicorn.conf.py). Settings come only from the environment; see database.py for the
 DB_* variables and DATABASE_URL.
 """
 
