@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -177,6 +178,16 @@ class AppSettings(Section):
     dir: Annotated[AbsolutePath, AfterValidator(_app_dir_of_its_own)] = Field(
         description="install folder of the app and its venv (not a system folder)"
     )
+    workers: int = Field(
+        ge=1,
+        le=32,
+        description="app processes: 1 runs uvicorn alone; more run gunicorn with that many "
+        "uvicorn workers, each with its own OpenTelemetry SDK",
+    )
+    database_service_name: SafeToken = Field(
+        description="the backend's database dependency in Application Signals (peer.service "
+        "on its database client spans); launch.env's DATABASE_SERVICE_NAME overrides it"
+    )
 
 
 class AgentSource(Section):
@@ -218,6 +229,25 @@ class OtelSettings(Section):
     distro_version: VersionString = Field(description="aws-opentelemetry-distro pin")
     otlp_endpoint: HttpUrl = Field(description="the agent's OTLP/HTTP endpoint (port 4316)")
     sampling_endpoint: HttpUrl = Field(description="the agent's X-Ray sampling proxy (2000)")
+    runtime_metrics: bool = Field(
+        description="the distro's Python runtime metrics (memory, GC, threads, CPU) beside "
+        "the Application Signals metrics (OTEL_AWS_APPLICATION_SIGNALS_RUNTIME_ENABLED)"
+    )
+    agent_wait_timeout_s: int = Field(
+        ge=1,
+        le=600,
+        description="how long the app's start waits for the agent to answer on the OTLP and "
+        "sampling ports before it starts without it",
+    )
+
+    def agent_addresses(self) -> list[str]:
+        """HOST:PORT of the agent's OTLP and sampling endpoints: what the app's start waits for."""
+        addresses = []
+        for url in (self.otlp_endpoint, self.sampling_endpoint):
+            parts = urlsplit(url)
+            default_port = 443 if parts.scheme == "https" else 80
+            addresses.append(f"{parts.hostname}:{parts.port or default_port}")
+        return addresses
 
     def unit_variables(self) -> dict[str, str]:
         """The fixed OTEL variables of the app's systemd unit (its `Environment=` lines);
@@ -226,6 +256,7 @@ class OtelSettings(Section):
             "OTEL_METRICS_EXPORTER": "none",
             "OTEL_LOGS_EXPORTER": "none",
             "OTEL_AWS_APPLICATION_SIGNALS_ENABLED": "true",
+            "OTEL_AWS_APPLICATION_SIGNALS_RUNTIME_ENABLED": str(self.runtime_metrics).lower(),
             "OTEL_PYTHON_DISTRO": "aws_distro",
             "OTEL_PYTHON_CONFIGURATOR": "aws_configurator",
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",

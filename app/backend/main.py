@@ -1,7 +1,8 @@
 """The backend HTTP service: status, health and readiness probes, and the users API.
 
 Run on the image as `opentelemetry-instrument uvicorn main:app` from /opt/app (one
-worker, no reload). Settings come only from the environment; see database.py for the
+worker, no reload), or with app.workers > 1 under gunicorn with uvicorn workers
+(gunicorn.conf.py). Settings come only from the environment; see database.py for the
 DB_* variables and DATABASE_URL.
 """
 
@@ -17,11 +18,13 @@ from typing import Annotated, TextIO
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
+from opentelemetry import trace
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from database import Database, DatabaseConfigError
+from dependency_names import name_the_database_dependency
 from models import User, UserCreate, UserOut
 
 SERVICE_VERSION = "1.0.0"
@@ -77,6 +80,9 @@ def log_handler(stream: TextIO) -> logging.Handler:
 
 configure_logging()
 log = logging.getLogger("backend")
+# Under opentelemetry-instrument the SDK is set up before this import: name the database
+# dependency in its spans now (DATABASE_SERVICE_NAME; see dependency_names.py).
+name_the_database_dependency()
 
 # Errors that mean "the database cannot be used right now", as opposed to a bug.
 DATABASE_UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, DatabaseConfigError)
@@ -132,17 +138,32 @@ for _error in DATABASE_UNAVAILABLE_ERRORS:
     app.add_exception_handler(_error, database_unavailable)
 
 
+def traceresponse(span_context: trace.SpanContext) -> str | None:
+    """The W3C `traceresponse` header value for a span (version-traceid-spanid-flags), or
+    None outside a trace. The frontend's nginx logs it beside the request's traceparent,
+    so a request can be followed from the nginx access log into this trace."""
+    if not span_context.is_valid:
+        return None
+    return (
+        f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
+        f"{int(span_context.trace_flags):02x}"
+    )
+
+
 @app.middleware("http")
 async def log_request(
     request: Request, call_next: Callable[[Request], Awaitable[Response]]
 ) -> Response:
     """One line per request, written inside the request's server span, so its trace id is
     on the line. It replaces uvicorn's access log (the unit passes --no-access-log), whose
-    format has no trace id."""
+    format has no trace id. The response names that span in a `traceresponse` header."""
     started = time.perf_counter()
     response = await call_next(request)
     elapsed_ms = (time.perf_counter() - started) * 1000
     log.info("%s %s %d %.1fms", request.method, request.url.path, response.status_code, elapsed_ms)
+    header = traceresponse(trace.get_current_span().get_span_context())
+    if header is not None:
+        response.headers["traceresponse"] = header
     return response
 
 

@@ -160,6 +160,7 @@ def expectations(cfg: BakeryConfig, settings: dict[str, str]) -> dict[str, Any]:
         "app_user": cfg.app.user,
         "app_dir": cfg.app.dir,
         "app_port": cfg.app.port,
+        "app_workers": cfg.app.workers,
         "distro_version": cfg.otel.distro_version,
         "agent_min_version": cfg.agent.min_version,
         "agent_package": cfg.agent.package,

@@ -24,6 +24,7 @@ ROOTFS_FILES = (
     "/etc/systemd/system/fastapi-otel.service",
     "/etc/systemd/system/bakery-backend-secrets.service",
     "/usr/local/libexec/bakery/resolve-db-password",
+    "/usr/local/libexec/bakery/wait-for-agent",
     "/etc/tmpfiles.d/bakery-backend.conf",
     "/etc/logrotate.d/bakery-backend",
 )

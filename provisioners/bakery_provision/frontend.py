@@ -24,6 +24,7 @@ ROOTFS_FILES = (
     "/etc/systemd/system/bakery-frontend-config.service",
     "/etc/systemd/system/nginx.service.d/10-bakery-frontend-config.conf",
     UPSTREAM_WRITER,
+    "/usr/local/libexec/bakery/write-rum-snippet",
 )
 # The distros' default sites; our nginx.conf includes neither folder's leftovers.
 DISTRO_DEFAULT_SITES = (

@@ -1,11 +1,12 @@
 """The backend: the FastAPI app under opentelemetry-instrument, run by a locked-down
-system user, with the OTEL environment Application Signals needs and one worker."""
+system user, with the OTEL environment Application Signals needs and app.workers workers."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
+import pytest
 from guest import (
     http_get,
     main_pid,
@@ -96,7 +97,14 @@ def test_running_app_has_that_environment_and_the_launch_time_service(
     )
 
 
-def test_app_runs_one_uvicorn_worker_without_reload(host: Any) -> None:
+def app_workers(expect: dict[str, Any]) -> int:
+    """`app.workers` of the image's config (older expect files lack it: one worker)."""
+    return int(expect.get("app_workers", 1))
+
+
+def test_app_runs_one_uvicorn_worker_without_reload(host: Any, expect: dict[str, Any]) -> None:
+    if app_workers(expect) > 1:
+        pytest.skip("app.workers > 1: gunicorn runs the workers (checked below)")
     cmdline = host.check_output(
         "sudo cat /proc/%s/cmdline | tr '\\0' ' '", str(main_pid(host, APP_UNIT))
     ).split()
@@ -105,6 +113,23 @@ def test_app_runs_one_uvicorn_worker_without_reload(host: Any) -> None:
     assert cmdline[cmdline.index("--workers") + 1] == "1"
     # One process in the unit: no reloader or worker supervisor forked beside it.
     assert len(unit_processes(host, APP_UNIT)) == 1
+
+
+def test_app_runs_gunicorn_with_the_configured_uvicorn_workers(
+    host: Any, expect: dict[str, Any]
+) -> None:
+    workers = app_workers(expect)
+    if workers == 1:
+        pytest.skip("app.workers is 1: uvicorn alone (checked above)")
+    master = main_pid(host, APP_UNIT)
+    cmdline = host.check_output("sudo cat /proc/%s/cmdline | tr '\\0' ' '", str(master)).split()
+    assert any(part.endswith("/gunicorn") for part in cmdline), cmdline
+    assert cmdline[cmdline.index("--workers") + 1] == str(workers)
+    assert cmdline[cmdline.index("--worker-class") + 1] == "uvicorn_worker.UvicornWorker"
+    # The master and one process per worker, nothing else; the distro defers to them.
+    assert len(unit_processes(host, APP_UNIT)) == workers + 1
+    environment = process_environment(host, master)
+    assert environment.get("OTEL_AWS_PYTHON_DEFER_TO_WORKERS_ENABLED") == "true"
 
 
 def test_health_answers_200(host: Any, expect: dict[str, Any]) -> None:

@@ -9,11 +9,22 @@ from __future__ import annotations
 import datetime
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from guest import boot_time, copy_folder, http_get, poll, sudo_exists, sudo_text
+from guest import (
+    boot_time,
+    copy_folder,
+    http_get,
+    main_pid,
+    poll,
+    process_environment,
+    sudo_exists,
+    sudo_text,
+    unit_processes,
+)
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.doubles.cloudwatch_agent.received import attributes_dict, decode_received
@@ -38,6 +49,16 @@ REQUESTS = ("/", "/health", "/users") * 4  # /users answers 503 without a databa
 OPERATION = "GET /health"
 # What Application Signals derives from each server span, per operation.
 RED_METRICS = {"Latency", "Error", "Fault"}
+# The distro's runtime metrics: the system-metrics instrumentation's scope, and the
+# instruments the distro gives views to (aws_opentelemetry_configurator.py,
+# _get_runtime_metric_views) as CPython names them.
+RUNTIME_SCOPE = "opentelemetry.instrumentation.system_metrics"
+RUNTIME_METRICS = {
+    "process.runtime.cpython.memory",
+    "process.runtime.cpython.gc_count",
+    "process.runtime.cpython.thread_count",
+}
+APP_UNIT = "fastapi-otel"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -131,6 +152,105 @@ def test_application_signals_metrics_are_exported(
     )
     assert set(metrics) >= RED_METRICS, sorted(metrics)
     assert all(services == {expect["service_name"]} for services in metrics.values()), metrics
+
+
+def scope_metrics(requests: list[Any], scope_name: str) -> dict[str, set[str]]:
+    """Metric name -> the service.name values of the resources that sent it, in one scope."""
+    found: dict[str, set[str]] = {}
+    for request in requests:
+        for resource_metrics in request.resource_metrics:
+            service = attributes_dict(resource_metrics.resource.attributes).get("service.name")
+            for scope in resource_metrics.scope_metrics:
+                if scope.scope.name == scope_name:
+                    for metric in scope.metrics:
+                        found.setdefault(metric.name, set()).add(str(service))
+    return found
+
+
+@pytest.mark.usefixtures("double_only", "traffic")
+def test_runtime_metrics_are_exported(host: Any, expect: dict[str, Any], tmp_path: Path) -> None:
+    environment = process_environment(host, main_pid(host, APP_UNIT))
+    if environment.get("OTEL_AWS_APPLICATION_SIGNALS_RUNTIME_ENABLED", "true") != "true":
+        pytest.skip("runtime metrics are off (otel.runtime_metrics: false)")
+
+    def runtime() -> dict[str, set[str]]:
+        found = scope_metrics(received(host, "metrics", tmp_path), RUNTIME_SCOPE)
+        return found if set(found) >= RUNTIME_METRICS else {}
+
+    metrics = poll(runtime, ARRIVAL_TIMEOUT_S)
+    assert metrics, (
+        f"the runtime metrics {sorted(RUNTIME_METRICS)} did not reach the agent within "
+        f"{ARRIVAL_TIMEOUT_S}s"
+    )
+    assert all(metrics[name] == {expect["service_name"]} for name in RUNTIME_METRICS), metrics
+
+
+# Concurrent requests made on the instance, so the workers sharing the listening socket
+# all get some: sequential ones can all land on the worker that woke first.
+_BURST = """\
+import sys, urllib.request
+from concurrent.futures import ThreadPoolExecutor
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+def get(_):
+    try:
+        return opener.open(sys.argv[1], timeout=15).status
+    except OSError:
+        return 0
+with ThreadPoolExecutor(16) as pool:
+    print(sorted(set(pool.map(get, range(64)))))
+"""
+
+
+def worker_pids(host: Any) -> set[int]:
+    """The pids of the app's workers: every process of the unit but gunicorn's master."""
+    return set(unit_processes(host, APP_UNIT)) - {main_pid(host, APP_UNIT)}
+
+
+def resource_pids(requests: list[Any], kind: str) -> set[int]:
+    """process.pid of the resources that sent server spans (`spans`) or runtime metrics."""
+    pids = set()
+    for request in requests:
+        if kind == "spans":
+            for resource_spans in request.resource_spans:
+                spans = [s for scope in resource_spans.scope_spans for s in scope.spans]
+                if any(span.kind == Span.SPAN_KIND_SERVER for span in spans):
+                    pids.add(attributes_dict(resource_spans.resource.attributes).get("process.pid"))
+        else:
+            for resource_metrics in request.resource_metrics:
+                scopes = {scope.scope.name for scope in resource_metrics.scope_metrics}
+                if RUNTIME_SCOPE in scopes:
+                    pids.add(
+                        attributes_dict(resource_metrics.resource.attributes).get("process.pid")
+                    )
+    return {int(pid) for pid in pids if pid is not None}
+
+
+@pytest.mark.usefixtures("double_only", "traffic")
+def test_spans_and_metrics_come_from_every_worker(
+    host: Any, expect: dict[str, Any], tmp_path: Path
+) -> None:
+    workers = int(expect.get("app_workers", 1))
+    if workers == 1:
+        pytest.skip("app.workers is 1: one process sends everything")
+    pids = worker_pids(host)
+    assert len(pids) == workers, pids
+    url = f"http://127.0.0.1:{expect['app_port']}/health"
+
+    def missing() -> dict[str, set[int]]:
+        host.check_output("python3 -c %s %s", _BURST, url)
+        seen = {
+            "spans": resource_pids(received(host, "traces", tmp_path), "spans"),
+            "runtime metrics": resource_pids(received(host, "metrics", tmp_path), "metrics"),
+        }
+        return {kind: pids - found for kind, found in seen.items() if pids - found}
+
+    gaps = missing()
+    deadline_rounds = ARRIVAL_TIMEOUT_S // 5
+    while gaps and deadline_rounds > 0:
+        time.sleep(5)
+        deadline_rounds -= 1
+        gaps = missing()
+    assert not gaps, f"workers that sent nothing of a kind within {ARRIVAL_TIMEOUT_S}s: {gaps}"
 
 
 def request_lines(host: Any) -> list[re.Match[str]]:

@@ -20,6 +20,8 @@ pytestmark = pytest.mark.slow
 RECEIVED = "/opt/aws/amazon-cloudwatch-agent/var/testdouble/received/traces"
 # The smoke's user data sets no LOG_GROUP_NAME: the baked default reaches the resource.
 LOG_GROUP = load_config("backend", "local").service.log_group
+# Nor DATABASE_SERVICE_NAME: the database dependency takes the configured name.
+DATABASE_SERVICE_NAME = load_config("backend", "local").app.database_service_name
 
 
 def _call(tier: ThreeTier, method: str, path: str, body: dict[str, Any] | None = None,
@@ -96,6 +98,46 @@ def test_users_round_trip_through_all_three_tiers(three_tier: ThreeTier, tmp_pat
     assert any("INSERT" in str(span.get("db.statement", span["name"])) for span in db_spans)
     peers = {str(span.get("net.peer.name") or span.get("server.address")) for span in db_spans}
     assert DATABASE_B in peers
+    # The dependency is named from config (peer.service), and the distro's exporter turned
+    # that into the RemoteService Application Signals shows, instead of `mysql`.
+    assert {span.get("peer.service") for span in db_spans} == {DATABASE_SERVICE_NAME}
+    assert {span.get("aws.remote.service") for span in db_spans} == {DATABASE_SERVICE_NAME}
+
+
+def test_a_request_is_followed_from_nginx_into_the_backend_trace(
+    three_tier: ThreeTier, tmp_path: Any
+) -> None:
+    """docs/application-signals.md: nginx logs the client's traceparent and the backend's
+    span (traceresponse); the backend continued that trace, and the agent has its span."""
+    trace_id = "5b8efff798038103d269b633813fc60c"
+    url = f"http://127.0.0.1:{three_tier.frontend_http_port}/api/health?followed"
+    request = urllib.request.Request(
+        url, headers={"traceparent": f"00-{trace_id}-eee19b7ec3c1b174-01"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+        answered = response.headers["traceresponse"]
+    logged = three_tier.frontend.ssh(
+        "sudo grep -F 'GET /api/health?followed ' /var/log/nginx/access.log"
+    ).stdout.splitlines()[-1]
+    assert f" traceparent=00-{trace_id}-eee19b7ec3c1b174-01 " in logged, logged
+    assert f" backend_trace={answered}" in logged, logged
+    _, logged_trace, logged_span, _ = answered.split("-")
+    assert logged_trace == trace_id
+
+    deadline = time.monotonic() + 90
+    found: list[Any] = []
+    while time.monotonic() < deadline and not found:
+        time.sleep(5)
+        found = [
+            span
+            for request_ in _spans(three_tier, tmp_path)
+            for resource_spans in request_.resource_spans
+            for scope in resource_spans.scope_spans
+            for span in scope.spans
+            if span.trace_id.hex() == trace_id and span.span_id.hex() == logged_span
+        ]
+    assert found, f"the backend span {logged_span} of trace {trace_id} never reached the agent"
 
 
 def test_otel_settings_in_launch_env_reach_the_app_but_not_its_resource(

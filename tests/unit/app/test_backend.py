@@ -389,9 +389,19 @@ def test_frontend_calls_the_backend_only_under_api() -> None:
     assert all(p.startswith("/api/") for p in paths), paths
 
 
+# Served by nginx from a file written at boot, not shipped with the page: the CloudWatch
+# RUM snippet (write-rum-snippet; nginx's `location = /rum.js`).
+WRITTEN_AT_BOOT = {"rum.js"}
+SITE_CONFIG = FRONTEND_DIR.parents[1] / "rootfs/frontend/etc/nginx/conf.d/bakery.conf"
+
+
 def test_frontend_page_loads_only_local_files() -> None:
     html = (FRONTEND_DIR / "index.html").read_text(encoding="utf-8")
     refs = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)""", html)
     assert refs
+    site = SITE_CONFIG.read_text(encoding="utf-8")
     for ref in refs:
-        assert (FRONTEND_DIR / ref).is_file(), f"index.html refers to missing {ref}"
+        if ref in WRITTEN_AT_BOOT:
+            assert f"location = /{ref} {{" in site, f"nginx does not serve {ref}"
+        else:
+            assert (FRONTEND_DIR / ref).is_file(), f"index.html refers to missing {ref}"

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 from doctor_fakes import BOOT_TIME, PASSWORD, FakeInstance
+
+from bakery.config import load_config
+from bakery.packer import PackerVersion
+from bakery.render import render_role
 
 
 def diagnose(
@@ -45,6 +50,27 @@ def test_healthy_backend_passes_every_check(
         "app /health",
         "launch settings",
     } <= checks
+
+
+def test_health_is_asked_where_gunicorn_binds_with_several_workers(
+    doctor: ModuleType,
+    instance: FakeInstance,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    cfg = load_config("backend", "local", overrides=["app.workers=3", "app.port=8081"])
+    stage = render_role(cfg, PackerVersion(1, 6, 6), tmp_path).stage
+    instance.write(
+        "etc/systemd/system/fastapi-otel.service",
+        (stage / "rootfs/etc/systemd/system/fastapi-otel.service").read_text(),
+    )
+    instance.probes.http["http://127.0.0.1:8081/health"] = 503
+
+    code, document = diagnose(doctor, instance, capsys)
+    assert code == 1
+    assert rows(document, "FAIL")["app /health"]["detail"] == (
+        "GET http://127.0.0.1:8081/health: 503"
+    )
 
 
 def test_table_lists_each_check_with_its_status(

@@ -117,6 +117,16 @@ def test_fastapi_unit_turns_on_trace_to_log_correlation(render_stage: Render) ->
     assert ',aws.log.group.names=${LOG_GROUP_NAME}"' in exec_start
 
 
+def test_fastapi_unit_names_the_database_dependency_from_config(render_stage: Render) -> None:
+    cfg = load_config("backend", "aws")
+    unit = render_stage("backend") / "rootfs" / UNIT_DIR / "fastapi-otel.service"
+    assert f'"DATABASE_SERVICE_NAME={cfg.app.database_service_name}"' in unit_lines(
+        unit, "Environment"
+    )
+    # launch.env, read after the unit's own Environment= lines, can rename it.
+    assert "-/etc/bakery/launch.env" in unit_lines(unit, "EnvironmentFile")
+
+
 def test_fastapi_unit_runs_the_instrumented_app(render_stage: Render) -> None:
     cfg = load_config("backend", "aws")
     unit = render_stage("backend") / "rootfs" / UNIT_DIR / "fastapi-otel.service"
