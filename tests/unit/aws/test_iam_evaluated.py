@@ -660,15 +660,16 @@ def test_with_packer_1_6_the_known_gaps_are_open_as_documented(what: str, packer
 def _reaches_resources_without_a_tag(statement: dict[str, Any]) -> bool:
     """A Null condition that asks for a resource tag to be absent (an untagged resource)."""
     null = statement.get("Condition", {}).get("Null", {})
-    return any(key.startswith("aws:ResourceTag/") and value == "true" for key, value in null.items())
+    return any(
+        key.startswith("aws:ResourceTag/") and value == "true" for key, value in null.items()
+    )
 
 
 def test_with_the_amazon_plugin_no_statement_reaches_an_image_without_bakerys_role() -> None:
     untagged = [
         statement["Sid"]
         for statement in pipeline(packer=PACKER_WITH_PLUGIN)["Statement"]
-        if statement["Effect"] == "Allow"
-        and _reaches_resources_without_a_tag(statement)
+        if statement["Effect"] == "Allow" and _reaches_resources_without_a_tag(statement)
     ]
     assert untagged == []
     assert [
