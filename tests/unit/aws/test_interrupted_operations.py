@@ -38,7 +38,7 @@ from bakery.aws.launch import ensure_security_group, example_user_data, read_use
 from bakery.aws.prune import prune
 from bakery.aws.release import release
 from bakery.config import BakeryConfig
-from bakery.errors import BakeryError, OperationFailed
+from bakery.errors import BadInput, BakeryError, OperationFailed
 
 from .conftest import (
     DEBIAN_SOURCE,
@@ -113,6 +113,7 @@ def _arrange_prune() -> dict[str, Any]:
     make_image(status=tags.REJECTED, created=days_ago(3), name="rejected")
     home = boto3.client("ec2", region_name=REGION)
     home.run_instances(ImageId=amis[2], MinCount=1, MaxCount=1)
+    home.create_launch_template(LaunchTemplateName="web", LaunchTemplateData={"ImageId": amis[0]})
     there = _images(3, OTHER_REGION, prefix="there")
     # In use in the copy region by a launch configuration: kept there.
     boto3.client("autoscaling", region_name=OTHER_REGION).create_launch_configuration(
@@ -191,15 +192,37 @@ def _telemetry_arrived(region: str) -> TelemetryClients:
     return stubs.clients
 
 
-def _run_canary(context: dict[str, Any]) -> object:
+def _run_canary(context: dict[str, Any], environment: str = "staging", **options: Any) -> object:
     return run_canary(
         context["cfg"],
-        "staging",
+        environment,
         context["user_data"],
         clients=_telemetry_arrived,
         clock=clock(),
         sleep=lambda _seconds: None,
+        **options,
     )
+
+
+def _arrange_canary_reuse() -> dict[str, Any]:
+    """An instance of the released AMI already running with the role's user data."""
+    context = _arrange_canary()
+    home = boto3.client("ec2", region_name=REGION)
+    image = home.describe_images(Filters=[{"Name": "name", "Values": ["released"]}])["Images"][0]
+    context["instance"] = home.run_instances(
+        ImageId=image["ImageId"], MinCount=1, MaxCount=1, UserData=context["user_data"].decode()
+    )["Instances"][0]["InstanceId"]
+    return context
+
+
+def _canary_where_nothing_was_released(context: dict[str, Any]) -> None:
+    """Its outcome is bad input (exit 2), found by reads alone: a failed read is exit 1
+    and changes nothing, and the re-run gives the bad input again."""
+    try:
+        _run_canary(context, "production")
+    except BadInput:
+        return
+    raise AssertionError("a canary of an environment nothing was released to ran")
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -245,6 +268,14 @@ SCENARIOS: dict[str, Scenario] = {
         (REGION,),
         lambda: {"cfg": make_config("backend")},
         lambda c: ensure_security_group(c["cfg"], "staging"),
+    ),
+    "canary-reusing-an-instance": Scenario(
+        (REGION,),
+        _arrange_canary_reuse,
+        lambda c: _run_canary(c, instance_id=c["instance"]),
+    ),
+    "canary-of-an-unreleased-environment": Scenario(
+        (REGION,), _arrange_canary, _canary_where_nothing_was_released
     ),
     "canary": Scenario(
         (REGION,),
@@ -479,10 +510,16 @@ def moto() -> Iterator[Any]:
         yield started
 
 
+# Scenarios of paths that only read: failing a read must still end in exit 1 and no change.
+READ_ONLY = {"canary-reusing-an-instance", "canary-of-an-unreleased-environment"}
+
+
 def test_every_operation_is_recorded_with_writes(aws: None) -> None:
-    """The matrix is only as good as its recordings: each scenario must write."""
+    """The matrix is only as good as its recordings: each scenario must write, but those
+    of read-only paths, which must not."""
     for name in SCENARIOS:
-        assert any(call.writes for call in recording(name).calls), f"{name} wrote nothing"
+        writes = [str(call) for call in recording(name).calls if call.writes]
+        assert bool(writes) != (name in READ_ONLY), f"{name} writes {writes}"
 
 
 def test_operation_converges_after_a_failure_at_any_call(moto: Any, case: Case) -> None:
