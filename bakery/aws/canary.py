@@ -233,8 +233,31 @@ def _launch(
     if cfg.aws.security_group_id:
         request["SecurityGroupIds"] = [cfg.aws.security_group_id]
     with aws_errors(f"launching a canary instance from {ami_id}"):
-        instance = ec2.run_instances(**request)["Instances"][0]
+        try:
+            instance = ec2.run_instances(**request)["Instances"][0]
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            # A reply lost after EC2 launched it leaves a running instance nobody knows
+            # of: find it by its unique name and terminate it now, not at its expiry.
+            _terminate_unknown_launch(ec2, name)
+            raise
     return instance["InstanceId"]
+
+
+def _terminate_unknown_launch(ec2: EC2Client, name: str) -> None:
+    """Terminate an instance named `name` if a failed RunInstances made one; errors are
+    left to the janitor (the instance expires), the launch's own error is the news."""
+    try:
+        reservations = ec2.describe_instances(
+            Filters=[
+                {"Name": "tag:Name", "Values": [name]},
+                {"Name": "instance-state-name", "Values": ["pending", "running"]},
+            ]
+        )["Reservations"]
+        found = [i["InstanceId"] for r in reservations for i in r.get("Instances", [])]
+        if found:
+            ec2.terminate_instances(InstanceIds=found)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+        pass
 
 
 def _describe(ec2: EC2Client, instance_id: str) -> dict[str, Any]:

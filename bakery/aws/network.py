@@ -47,12 +47,16 @@ def ingress_cidr_for(address: str | None) -> str:
 def delete_security_group(
     ec2: EC2Client, group_id: str, sleep: Callable[[float], None] = time.sleep
 ) -> None:
-    """Delete a group, waiting out the DependencyViolation of a just-terminated instance."""
+    """Delete a group, waiting out the DependencyViolation of a just-terminated instance.
+    A group already gone is deleted: a retry after a reply lost on its way back finds it
+    so."""
     for attempt in range(GROUP_DELETE_ATTEMPTS):
         try:
             ec2.delete_security_group(GroupId=group_id)
             return
         except botocore.exceptions.ClientError as exc:
+            if error_code(exc) == "InvalidGroup.NotFound":
+                return
             if error_code(exc) != "DependencyViolation" or attempt == GROUP_DELETE_ATTEMPTS - 1:
                 raise
             sleep(GROUP_DELETE_DELAY_S)

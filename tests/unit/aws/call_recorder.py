@@ -7,7 +7,8 @@ RECORDED_MODULES: then it records into a temporary file, runs the IAM tests last
 tells them the file (BAKERY_RECORDED_AWS_CALLS), so the moto runs happen once. It wraps
 moto's request dispatch (`BaseResponse.call_action`), which serves both the in-process
 mock and the threaded server that Packer talks to, and writes one JSON line per request:
-the test, service, action, region, account, the request's parameters, and the tags that
+the test, the multi-step operation it belongs to (operations.py), service, action,
+region, account, the request's parameters, and the tags that
 each EC2 resource named in the request had at that moment (what `aws:ResourceTag`
 evaluates against). Nothing is recorded unless the variable is set.
 """
@@ -25,12 +26,15 @@ from typing import Any
 
 import pytest
 
+from .operations import operation_on_stack
+
 RECORD_ENV = "BAKERY_RECORD_AWS_CALLS"
 # A finished recording the IAM tests read instead of making their own.
 RECORDED_ENV = "BAKERY_RECORDED_AWS_CALLS"
 # The modules whose moto runs exercise every AWS operation bakery has, and Packer's.
 RECORDED_MODULES = (
     "test_build.py",
+    "test_canary.py",
     "test_distribute.py",
     "test_end_to_end.py",
     "test_images.py",
@@ -132,6 +136,7 @@ def _record(response: Any) -> None:
         agent = headers.get("User-Agent", "")
         origin = "packer" if "aws-sdk-go" in agent else f"unknown:{agent}"
     line = {
+        "operation": operation_on_stack() if origin == "bakery" else "",
         "origin": origin,
         "test": _current_test["id"],
         "service": response.service_name,
@@ -180,12 +185,18 @@ def pytest_configure(config: pytest.Config) -> None:
         install()
 
 
+def _reads_the_recording(item: pytest.Item) -> bool:
+    return "recorded_calls" in getattr(item, "fixturenames", ())
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Record in this session when it runs the IAM tests and every recorded module."""
+    """Record in this session when it runs the tests that read the recording (the IAM
+    tests, the failure matrix's audit) and every recorded module; those tests run last."""
     if os.environ.get(RECORD_ENV) or os.environ.get(RECORDED_ENV):
         return
     modules = {Path(item.nodeid.split("::")[0]).name for item in session.items}
-    if IAM_TESTS not in modules or not modules >= set(RECORDED_MODULES):
+    readers = [item for item in session.items if _reads_the_recording(item)]
+    if not readers or not modules >= set(RECORDED_MODULES):
         return
     handle, path = tempfile.mkstemp(prefix="bakery-aws-calls-", suffix=".jsonl")
     os.close(handle)
@@ -193,8 +204,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     os.environ[RECORD_ENV] = path
     os.environ[RECORDED_ENV] = path
     install()
-    iam = [item for item in session.items if item.nodeid.split("::")[0].endswith(IAM_TESTS)]
-    session.items[:] = [item for item in session.items if item not in iam] + iam
+    # The IAM module whole (its other tests too), then every other reader.
+    late = [item for item in session.items if item.nodeid.split("::")[0].endswith(IAM_TESTS)]
+    late += [item for item in readers if item not in late]
+    session.items[:] = [item for item in session.items if item not in late] + late
 
 
 @pytest.hookimpl(wrapper=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -237,3 +239,38 @@ def suite_outcome(
     if passed:
         return SuiteResult(passed=1, junit=junit)
     return SuiteResult(failed=len(failed), failed_checks=failed, returncode=1, junit=junit)
+
+
+@pytest.fixture(scope="session")
+def recorded_calls(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """Every AWS request of the recorded modules' moto runs (call_recorder.py): this
+    session's, when it ran them all (the tests using this fixture then run last), else
+    theirs re-run in a subprocess."""
+    from .call_recorder import RECORD_ENV, RECORDED_ENV, RECORDED_MODULES
+
+    reuse = os.environ.get(RECORDED_ENV)
+    if reuse:
+        path = Path(reuse)
+    else:
+        here = Path(__file__).resolve().parent
+        path = tmp_path_factory.mktemp("calls") / "calls.jsonl"
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "tests.unit.aws.call_recorder",
+                "-p",
+                "no:cacheprovider",
+                *(str(here / module) for module in RECORDED_MODULES),
+            ],
+            cwd=here.parents[2],
+            env={**os.environ, RECORD_ENV: str(path)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]

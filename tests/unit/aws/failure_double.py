@@ -23,6 +23,8 @@ import botocore.exceptions
 
 from bakery.aws import clients
 
+from .operations import operation_on_stack
+
 THROTTLED = "throttled"
 DENIED = "denied"
 LOST_REPLY = "lost-reply"
@@ -39,6 +41,8 @@ class Call:
     operation: str
     region: str
     request: dict[str, Any] = field(default_factory=dict, compare=False)  # as serialized
+    # The multi-step operation on the caller's stack (operations.py), "" for none.
+    operation_of: str = field(default="", compare=False)
 
     @property
     def writes(self) -> bool:
@@ -114,24 +118,29 @@ _ACTIVE: list[FailingCallsDouble] = []
 _BUILT: dict[tuple[str, str], Any] = {}
 
 
-def _hooked_client(service: Any, region: str) -> Any:
-    """bakery's client, whose calls go through the innermost active double."""
-    if (service, region) in _BUILT:
-        return _BUILT[service, region]
-    client = _REAL_CLIENT(service, region)
+def hook_client(client: Any, service: str, region: str) -> Any:
+    """Route a client's calls through the innermost active double (before anything
+    else registered on it answers them, a Stubber included)."""
 
     def before_call(model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
         if _ACTIVE:
-            _ACTIVE[-1].before_call(Call(service, model.name, region, params), context)
+            call = Call(service, model.name, region, params, operation_on_stack())
+            _ACTIVE[-1].before_call(call, context)
 
     def after_call(context: dict[str, Any], **_: Any) -> None:
         if _ACTIVE:
             _ACTIVE[-1].after_call(context)
 
-    client.meta.events.register("before-call", before_call)
+    client.meta.events.register_first("before-call", before_call)
     client.meta.events.register("after-call", after_call)
-    _BUILT[service, region] = client
     return client
+
+
+def _hooked_client(service: Any, region: str) -> Any:
+    """bakery's client, whose calls go through the innermost active double."""
+    if (service, region) not in _BUILT:
+        _BUILT[service, region] = hook_client(_REAL_CLIENT(service, region), service, region)
+    return _BUILT[service, region]
 
 
 @contextmanager

@@ -44,6 +44,7 @@ from bakery.config import REPO_ROOT
 from bakery.errors import BadInput, OperationFailed
 
 from .conftest import NOW, REGION, clock, make_config, make_image
+from .failure_double import LOST_REPLY, fail_calls_double
 
 SERVICE = "fastapi-backend"  # what the example user data's launch.env names
 ENVIRONMENT = "staging"  # and its DEPLOYMENT_ENVIRONMENT
@@ -549,3 +550,16 @@ def test_request_loop_script_sends_requests_to_the_app(tmp_path: Path) -> None:
     finally:
         server.shutdown()
     assert {"/", "/health"} <= set(_CountingHandler.paths)
+
+
+def test_a_launch_whose_reply_was_lost_leaves_no_running_instance(
+    released: str, stubs: TelemetryStubs, ec2: Any
+) -> None:
+    """EC2 launched the canary but the reply never came: the canary finds the instance
+    by its name and terminates it, rather than leaving it to run until it expires."""
+    with (
+        fail_calls_double(kind=LOST_REPLY, fail_at={"RunInstances"}),
+        pytest.raises(OperationFailed, match="launching a canary instance"),
+    ):
+        run(stubs, FakeTime())
+    assert states(ec2) == ["terminated"]

@@ -21,11 +21,8 @@ makes them.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +38,7 @@ from bakery.aws.iam import (
 from bakery.config import BakeryConfig
 from bakery.packer import PackerVersion
 
-from .call_recorder import RECORD_ENV, RECORDED_ENV, RECORDED_MODULES
+from .call_recorder import RECORDED_MODULES
 from .conftest import OTHER_REGION, REGION, make_config
 from .iam_evaluation import (
     ACCOUNT,
@@ -72,37 +69,6 @@ def pipeline(
     configs: list[BakeryConfig] = CONFIGS, packer: PackerVersion | None = PACKER_1_6
 ) -> dict[str, Any]:
     return iam_documents(configs, packer=packer)["pipeline"]
-
-
-@pytest.fixture(scope="module")
-def recorded_calls(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    """Every AWS request of the recorded modules' moto runs: this session's, when it ran
-    them all (call_recorder.py), else theirs re-run in a subprocess."""
-    reuse = os.environ.get(RECORDED_ENV)
-    if reuse:
-        path = Path(reuse)
-    else:
-        path = tmp_path_factory.mktemp("calls") / "calls.jsonl"
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-q",
-                "-p",
-                "tests.unit.aws.call_recorder",
-                "-p",
-                "no:cacheprovider",
-                *(str(HERE / module) for module in RECORDED_MODULES),
-            ],
-            cwd=REPO,
-            env={**os.environ, RECORD_ENV: str(path)},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def ours(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -29,13 +29,16 @@ from moto import mock_aws
 
 from bakery.aws import tags
 from bakery.aws.build import remove_run_leftovers
+from bakery.aws.build_access import open_build_access
+from bakery.aws.canary import CANARY_LIFETIME, TelemetryClients, run_canary
 from bakery.aws.clients import ec2_client
 from bakery.aws.distribute import copy_to_regions, share_image
 from bakery.aws.janitor import janitor
+from bakery.aws.launch import ensure_security_group, example_user_data, read_user_data
 from bakery.aws.prune import prune
 from bakery.aws.release import release
 from bakery.config import BakeryConfig
-from bakery.errors import BakeryError
+from bakery.errors import BadInput, BakeryError, OperationFailed
 
 from .conftest import (
     DEBIAN_SOURCE,
@@ -47,8 +50,10 @@ from .conftest import (
     make_config,
     make_image,
 )
-from .failure_double import DENIED, LOST_REPLY, THROTTLED, Call, fail_calls_double
+from .failure_double import DENIED, LOST_REPLY, THROTTLED, Call, fail_calls_double, hook_client
+from .operations import OPERATIONS
 from .test_build import INPUTS, copy_encrypted, launch_build_instance, make_build_image
+from .test_canary import TelemetryStubs
 from .test_janitor import leave_build_access, make_test_resources
 
 SHARING = ("aws.share_accounts=['210987654321']", "aws.kms_key_id=alias/bakery-images")
@@ -57,11 +62,14 @@ RUN_ID = "0123456789abcdef0123456789abcdef"
 
 @dataclass(frozen=True)
 class Scenario:
-    """A starting state and an operation run on it; `arrange` returns what `act` needs."""
+    """A starting state and an operation run on it; `arrange` returns what `act` needs.
+    `settle`, when given, is what recovers from what a failure may leave by design
+    (an expiring test instance: the janitor), run before each end state is read."""
 
     regions: tuple[str, ...]
     arrange: Callable[[], dict[str, Any]]
     act: Callable[[dict[str, Any]], object]
+    settle: Callable[[dict[str, Any]], object] | None = None
 
 
 def _images(count: int, region: str = REGION, prefix: str = "image") -> list[str]:
@@ -105,6 +113,7 @@ def _arrange_prune() -> dict[str, Any]:
     make_image(status=tags.REJECTED, created=days_ago(3), name="rejected")
     home = boto3.client("ec2", region_name=REGION)
     home.run_instances(ImageId=amis[2], MinCount=1, MaxCount=1)
+    home.create_launch_template(LaunchTemplateName="web", LaunchTemplateData={"ImageId": amis[0]})
     there = _images(3, OTHER_REGION, prefix="there")
     # In use in the copy region by a launch configuration: kept there.
     boto3.client("autoscaling", region_name=OTHER_REGION).create_launch_configuration(
@@ -140,6 +149,80 @@ def _arrange_build_leftovers() -> dict[str, Any]:
     make_build_image(home, instance, None, name_time="20300115110000")
     copy_encrypted(home, tagged, name_time="20300115120000")
     return {"cfg": make_config("backend")}
+
+
+def _arrange_build_access() -> dict[str, Any]:
+    """A build's key pair and group, as the build leaves them for its clean-up."""
+    cfg = make_config("backend")
+    access = open_build_access(ec2_client(REGION), cfg, RUN_ID, "198.51.100.4", NOW)
+    return {"access": access}
+
+
+def _remove_build_access(context: dict[str, Any]) -> None:
+    left = context["access"].remove()  # names what is left rather than raising
+    if left:
+        raise OperationFailed("; ".join(left))
+
+
+def _arrange_canary() -> dict[str, Any]:
+    cfg = make_config("backend")
+    make_image("backend", name="released")  # a name, for the end state to go by
+    release(cfg, "staging", clock=clock())
+    iam = boto3.client("iam", region_name=REGION)
+    iam.create_role(RoleName="bakery-backend", AssumeRolePolicyDocument="{}")
+    iam.create_instance_profile(InstanceProfileName="bakery-backend")
+    iam.add_role_to_instance_profile(
+        InstanceProfileName="bakery-backend", RoleName="bakery-backend"
+    )
+    return {"cfg": cfg, "user_data": read_user_data(example_user_data("backend"))}
+
+
+def _telemetry_arrived(region: str) -> TelemetryClients:
+    """Application Signals, CloudWatch and X-Ray (which moto lacks or holds nothing in)
+    through botocore's Stubber, answering that everything arrived; their calls go
+    through the failure double like bakery's own clients'."""
+    stubs = TelemetryStubs()
+    stubs.everything()
+    for client, service in zip(
+        stubs.clients.__dict__.values(), ("application-signals", "cloudwatch", "xray"), strict=True
+    ):
+        hook_client(client, service, region)
+    for stubber in stubs.stubbers:
+        stubber.activate()
+    return stubs.clients
+
+
+def _run_canary(context: dict[str, Any], environment: str = "staging", **options: Any) -> object:
+    return run_canary(
+        context["cfg"],
+        environment,
+        context["user_data"],
+        clients=_telemetry_arrived,
+        clock=clock(),
+        sleep=lambda _seconds: None,
+        **options,
+    )
+
+
+def _arrange_canary_reuse() -> dict[str, Any]:
+    """An instance of the released AMI already running with the role's user data."""
+    context = _arrange_canary()
+    home = boto3.client("ec2", region_name=REGION)
+    image = home.describe_images(Filters=[{"Name": "name", "Values": ["released"]}])["Images"][0]
+    context["instance"] = home.run_instances(
+        ImageId=image["ImageId"], MinCount=1, MaxCount=1, UserData=context["user_data"].decode()
+    )["Instances"][0]["InstanceId"]
+    return context
+
+
+def _canary_where_nothing_was_released(context: dict[str, Any]) -> None:
+    """Its outcome is bad input (exit 2), found by reads alone: a failed read is exit 1
+    and changes nothing, and the re-run gives the bad input again."""
+    try:
+        _run_canary(context, "production")
+    except BadInput:
+        return
+    raise AssertionError("a canary of an environment nothing was released to ran")
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -179,6 +262,27 @@ SCENARIOS: dict[str, Scenario] = {
         lambda c: remove_run_leftovers(
             ec2_client(REGION), c["cfg"], RUN_ID, INPUTS.inputs_hash, frozenset()
         ),
+    ),
+    "build-access-removal": Scenario((REGION,), _arrange_build_access, _remove_build_access),
+    "launch-template": Scenario(
+        (REGION,),
+        lambda: {"cfg": make_config("backend")},
+        lambda c: ensure_security_group(c["cfg"], "staging"),
+    ),
+    "canary-reusing-an-instance": Scenario(
+        (REGION,),
+        _arrange_canary_reuse,
+        lambda c: _run_canary(c, instance_id=c["instance"]),
+    ),
+    "canary-of-an-unreleased-environment": Scenario(
+        (REGION,), _arrange_canary, _canary_where_nothing_was_released
+    ),
+    "canary": Scenario(
+        (REGION,),
+        _arrange_canary,
+        _run_canary,
+        # A canary instance a failed terminate leaves expires: the janitor's, then.
+        settle=lambda c: janitor([c["cfg"]], apply=True, clock=clock(NOW + CANARY_LIFETIME)),
     ),
 }
 
@@ -277,6 +381,8 @@ def _ec2_state(region: str, names: dict[str, str]) -> dict[str, Any]:
             unused.append(found)
     for reservation in ec2.describe_instances()["Reservations"]:
         for instance in reservation["Instances"]:
+            if instance["State"]["Name"] == "terminated":
+                continue  # holds nothing, and EC2 forgets it within the hour
             values = tags.as_dict(instance.get("Tags"))
             label = f"{region} instance {sorted(values.items())} from {instance['ImageId']}"
             names[instance["InstanceId"]] = label
@@ -342,6 +448,11 @@ def offline_aws() -> Iterator[Any]:
             yield moto
 
 
+def settle(scenario: Scenario, context: dict[str, Any]) -> None:
+    if scenario.settle is not None:
+        scenario.settle(context)
+
+
 @dataclass(frozen=True)
 class Recording:
     calls: tuple[Call, ...]
@@ -360,6 +471,7 @@ def recording(name: str) -> Recording:
                 context = scenario.arrange()
             with fail_calls_double() as double:
                 scenario.act(context)
+            settle(scenario, context)
             RECORDINGS[name] = Recording(tuple(double.calls), end_state(scenario.regions))
     return RECORDINGS[name]
 
@@ -398,10 +510,16 @@ def moto() -> Iterator[Any]:
         yield started
 
 
+# Scenarios of paths that only read: failing a read must still end in exit 1 and no change.
+READ_ONLY = {"canary-reusing-an-instance", "canary-of-an-unreleased-environment"}
+
+
 def test_every_operation_is_recorded_with_writes(aws: None) -> None:
-    """The matrix is only as good as its recordings: each scenario must write."""
+    """The matrix is only as good as its recordings: each scenario must write, but those
+    of read-only paths, which must not."""
     for name in SCENARIOS:
-        assert any(call.writes for call in recording(name).calls), f"{name} wrote nothing"
+        writes = [str(call) for call in recording(name).calls if call.writes]
+        assert bool(writes) != (name in READ_ONLY), f"{name} writes {writes}"
 
 
 def test_operation_converges_after_a_failure_at_any_call(moto: Any, case: Case) -> None:
@@ -417,12 +535,53 @@ def test_operation_converges_after_a_failure_at_any_call(moto: Any, case: Case) 
         assert failed.exit_code == 1, f"not an operation failure: {failed}"
         with fail_calls_double():  # fails nothing
             scenario.act(context)
+            settle(scenario, context)
         left = differences(end_state(scenario.regions), expected)
         assert not left, "the re-run did not converge:\n" + "\n".join(left)
     else:
         # Done despite the failure (it read back a write whose reply was lost): then
         # there must be nothing left to do, and nothing to re-run (a second rollback
         # is a rollback too).
+        with fail_calls_double():
+            settle(scenario, context)
         swallowed = differences(end_state(scenario.regions), expected)
         assert not swallowed, "a failure was swallowed:\n" + "\n".join(swallowed)
     assert double.failed == [case.call], "the operation's calls changed between runs"
+
+
+# --- the audit: the matrix covers every call of every operation, wherever made ---
+
+
+def matrix_calls() -> set[tuple[str, str, str]]:
+    """(operation, service, action) of every call the matrix fails, each attributed to
+    the operation on its stack (operations.py), as the recorder attributes them."""
+    return {
+        (call.operation_of, call.service, call.operation)
+        for name in SCENARIOS
+        for call in recording(name).calls
+        if call.operation_of
+    }
+
+
+def test_the_matrix_has_a_scenario_for_every_multi_step_operation(aws: None) -> None:
+    assert {operation for operation, _, _ in matrix_calls()} == OPERATIONS
+
+
+def test_the_matrix_fails_every_call_each_operation_makes_in_any_test(
+    recorded_calls: list[dict[str, Any]],
+) -> None:
+    """Every AWS call bakery's operations make anywhere in the moto runs of
+    tests/unit/aws (call_recorder.py) is one the matrix fails in that operation: a
+    call added to an operation on a path no scenario takes fails here until a scenario
+    takes it. (The canary's Application Signals, CloudWatch and X-Ray calls go through
+    botocore's Stubber, not moto, so only the matrix's own run of them is recorded.)"""
+    recorded = {
+        (call["operation"], call["service"], call["action"])
+        for call in recorded_calls
+        if call["origin"] == "bakery" and call["operation"]
+    }
+    assert {operation for operation, _, _ in recorded} == OPERATIONS  # the recording sees all
+    uncovered = sorted(recorded - matrix_calls())
+    assert uncovered == [], "calls no scenario of the failure matrix fails:\n" + "\n".join(
+        map(str, uncovered)
+    )
