@@ -52,7 +52,7 @@ from bakery.report import (
     print_local_images,
     print_verify_table,
 )
-from bakery.validate import validate_rendered
+from bakery.validate import validate_all
 from bakery.verify.suites import SuiteResult
 
 ITERABLE = ["role", "set"]
@@ -64,7 +64,10 @@ AWS_TASKS = (release, prune, janitor, iam, enable_application_signals, launch_te
 def _render_all(
     role: list[str], target: str, config: str | None, set: list[str]
 ) -> list[RenderedRole]:
-    configs = load_configs(role, target, config, set)  # all validated before any write
+    return _render_configs(load_configs(role, target, config, set))  # all checked first
+
+
+def _render_configs(configs: list[BakeryConfig]) -> list[RenderedRole]:
     packer = detect_version()
     rendered = [render_role(cfg, packer) for cfg in configs]
     for item in rendered:
@@ -159,13 +162,22 @@ def render(c, role=None, target="local", config=None, set=None):
     _render_all(role, target, config, set)
 
 
-@task(iterable=ITERABLE, help=COMMON_HELP)
+@task(
+    iterable=[*ITERABLE, "target"],
+    help={**COMMON_HELP, "target": COMMON_HELP["target"] + "; repeat for both (default local)"},
+)
 @exits_cleanly
-def validate(c, role=None, target="local", config=None, set=None):
-    """Render, then `packer fmt -check` and `packer validate` each role."""
-    for item in _render_all(role, target, config, set):
-        validate_rendered(item)
-        console.print(f"[green]valid[/] {item.role} ({item.target})")
+def validate(c, role=None, target=None, config=None, set=None):
+    """Render, then `packer fmt -check` and `packer validate` each role (an unchanged
+    render validated before is not run through Packer again)."""
+    targets = list(dict.fromkeys(target or ["local"]))
+    # Every target's configs are checked before anything is rendered.
+    configs = [cfg for name in targets for cfg in load_configs(role, name, config, set)]
+    rendered = _render_configs(configs)
+    for checked in validate_all(rendered):
+        item = checked.rendered
+        note = " (unchanged since it last passed)" if checked.cached else ""
+        console.print(f"[green]valid[/] {item.role} ({item.target}){note}")
 
 
 @task(iterable=ITERABLE, help=COMMON_HELP)
