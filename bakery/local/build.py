@@ -395,7 +395,8 @@ class LocalTarget:
             try:
                 yield vm.ssh_target
             finally:  # also for a rejected image: its boot is what needs explaining
-                save_boot_profile(vm, LOGS_ROOT / cfg.role)
+                if isinstance(vm, BootedVM):  # a test's stand-in VM has no guest to ask
+                    save_boot_profile(vm, LOGS_ROOT / cfg.role)
 
     def mark(self, cfg: BakeryConfig, record: ImageRecord, result: SuiteResult) -> None:
         """The local image's record is the only place its verdict lives."""
