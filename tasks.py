@@ -41,7 +41,7 @@ from bakery.cli import (
 from bakery.config import REPO_ROOT, BakeryConfig, json_schema
 from bakery.errors import OperationFailed
 from bakery.host_check import BUILD_LOCK, describe_leftovers, examine
-from bakery.local.build import build_local, local_record, verify_local
+from bakery.local.build import build_local, guests_at_once, local_record, verify_local
 from bakery.packer import detect_version, run_packer
 from bakery.processes import sweep
 from bakery.progress import Progress
@@ -80,23 +80,27 @@ def _render_configs(configs: list[BakeryConfig]) -> list[RenderedRole]:
 BUILD_HELP = {
     **COMMON_HELP,
     "force": "rebuild even when a role's inputs hash is unchanged",
-    "parallel": "how many roles to bake (and boot) at once (default 3)",
+    "parallel": "how many roles to bake (and boot) at once (default: one per core, at most 3)",
     "no_verify": "skip the verification gate (the images stay unverified)",
 }
-VERIFY_HELP = {**COMMON_HELP, "parallel": "how many images to boot at once (default 3)"}
+VERIFY_HELP = {
+    **COMMON_HELP,
+    "parallel": "how many images to boot at once (default: one per core, at most 3)",
+}
 
 
 @task(iterable=ITERABLE, help=BUILD_HELP)
 @exits_cleanly
 def build(
-    c, role=None, target="local", config=None, set=None, force=False, parallel=3, no_verify=False
+    c, role=None, target="local", config=None, set=None, force=False, parallel=None, no_verify=False
 ):
     """Bake the role images and verify them (default: all three, local qemu target)."""
     configs = load_configs(role, target, config, set)
     if target == "aws":
         _build_on_aws(configs, progress)
         return
-    built = build_local(configs, progress, force=force, parallel=int(parallel))
+    parallel = int(parallel) if parallel else guests_at_once()
+    built = build_local(configs, progress, force=force, parallel=parallel)
     failed = [result for result in built if result.status == "failed"]
     # Verify what is new, or not verified yet; a verified, unchanged image stays verified.
     pending = [
@@ -104,7 +108,7 @@ def build(
         if (record := local_record(cfg.role)) is not None and record.status == "built"
         and cfg.role not in {r.role for r in failed}
     ]  # fmt: skip
-    verdicts = [] if no_verify or not pending else verify_local(pending, progress, int(parallel))
+    verdicts = [] if no_verify or not pending else verify_local(pending, progress, parallel)
     print_build_table(results, built, dict(verdicts))
     problems = [f"{r.role}: {r.error}" for r in failed]
     problems += [f"{role}: {v.verdict} ({_why(v)})" for role, v in verdicts if not v.verified]
@@ -121,13 +125,13 @@ def _why(verdict: SuiteResult) -> str:
 
 @task(iterable=ITERABLE, help=VERIFY_HELP)
 @exits_cleanly
-def verify(c, role=None, target="local", config=None, set=None, parallel=3):
+def verify(c, role=None, target="local", config=None, set=None, parallel=None):
     """Boot each image with launch-time settings and run its testinfra suites (the gate)."""
     configs = load_configs(role, target, config, set)
     if target == "aws":
         aws_pipeline.verify(configs)
         return
-    verdicts = verify_local(configs, progress, int(parallel))
+    verdicts = verify_local(configs, progress, int(parallel) if parallel else guests_at_once())
     print_verify_table(results, verdicts)
     bad = [(role, v) for role, v in verdicts if not v.verified]
     if bad:

@@ -56,8 +56,8 @@ class Row:
 # In the order they run; the measure texts are the issue's.
 ROWS = (
     Row("validate", "render + validate, 3 roles × 2 targets", 2),
-    Row("cold", "cold bake of 3 roles, base image included (no verify)", 300),
-    Row("verify3", "verify three at once", 90),
+    Row("cold", "cold bake of 3 roles, base image included (no verify; default scheduling)", 300),
+    Row("verify3", "verify all three (default scheduling: one guest per core)", 90),
     Row("noop", "no-op `invoke build`", 1),
     Row("verify1", "verify one role alone, boot + tests (slowest role)", 45),
     Row("smoke", "`invoke smoke`, all tests", 240),

@@ -484,6 +484,13 @@ class LocalBuild:
             return RoleResult(cfg.role, "failed", error=str(exc))
 
 
+def guests_at_once() -> int:
+    """How many guests (bakes or boots) run at once by default: one per host core, at
+    most the three roles. Under TCG a guest needs a core to itself: on 2 cores with three
+    bakes at once, one guest missed its 300 s SSH timeout (bench, before.json)."""
+    return max(1, min(3, len(os.sched_getaffinity(0))))
+
+
 def build_local(
     configs: list[BakeryConfig],
     progress: Progress,
