@@ -172,8 +172,7 @@ def render(c, role=None, target="local", config=None, set=None):
 )
 @exits_cleanly
 def validate(c, role=None, target=None, config=None, set=None):
-    """Render, then `packer fmt -check` and `packer validate` each role (an unchanged
-    render validated before is not run through Packer again)."""
+    """Render, then `packer fmt -check` and `packer validate` each new render (cached)."""
     targets = list(dict.fromkeys(target or ["local"]))
     # Every target's configs are checked before anything is rendered.
     configs = [cfg for name in targets for cfg in load_configs(role, name, config, set)]
