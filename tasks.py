@@ -46,7 +46,7 @@ from bakery.config import REPO_ROOT, BakeryConfig, json_schema
 from bakery.diff import aws_ami, diff_records, resolve_record
 from bakery.errors import BadInput, OperationFailed
 from bakery.host_check import BUILD_LOCK, describe_leftovers, examine
-from bakery.local.build import build_local, local_record, verify_local
+from bakery.local.build import build_local, guests_at_once, local_record, verify_local
 from bakery.packer import detect_version, run_packer
 from bakery.processes import sweep
 from bakery.progress import Progress
@@ -58,7 +58,7 @@ from bakery.report import (
     print_verify_table,
     vulnerability_counts,
 )
-from bakery.validate import validate_rendered
+from bakery.validate import validate_all
 from bakery.verify.suites import SuiteResult
 from bakery.vuln.advisories import SNAPSHOT as ADVISORY_SNAPSHOT
 from bakery.vuln.advisories import build_snapshot, pinned_names
@@ -77,7 +77,10 @@ AWS_TASKS = (
 def _render_all(
     role: list[str], target: str, config: str | None, set: list[str]
 ) -> list[RenderedRole]:
-    configs = load_configs(role, target, config, set)  # all validated before any write
+    return _render_configs(load_configs(role, target, config, set))  # all checked first
+
+
+def _render_configs(configs: list[BakeryConfig]) -> list[RenderedRole]:
     packer = detect_version()
     rendered = [render_role(cfg, packer) for cfg in configs]
     for item in rendered:
@@ -90,13 +93,13 @@ def _render_all(
 BUILD_HELP = {
     **COMMON_HELP,
     "force": "rebuild even when a role's inputs hash is unchanged",
-    "parallel": "how many roles to bake (and boot) at once (default 3)",
+    "parallel": "how many roles to bake (and boot) at once (default: one per core, at most 3)",
     "no_verify": "skip the verification gate (the images stay unverified)",
     "no_vuln_gate": "skip the vulnerability gate (recorded in the image record as skipped)",
 }
 VERIFY_HELP = {
     **COMMON_HELP,
-    "parallel": "how many images to boot at once (default 3)",
+    "parallel": "how many images to boot at once (default: one per core, at most 3)",
     "no_vuln_gate": BUILD_HELP["no_vuln_gate"],
 }
 
@@ -110,7 +113,7 @@ def build(
     config=None,
     set=None,
     force=False,
-    parallel=3,
+    parallel=None,
     no_verify=False,
     no_vuln_gate=False,
 ):
@@ -119,7 +122,8 @@ def build(
     if target == "aws":
         _build_on_aws(configs, progress)
         return
-    built = build_local(configs, progress, force=force, parallel=int(parallel))
+    parallel = int(parallel) if parallel else guests_at_once()
+    built = build_local(configs, progress, force=force, parallel=parallel)
     failed = [result for result in built if result.status == "failed"]
     # Verify what is new, or not verified yet; a verified, unchanged image stays verified.
     pending = [
@@ -127,7 +131,7 @@ def build(
         if (record := local_record(cfg.role)) is not None and record.status == "built"
         and cfg.role not in {r.role for r in failed}
     ]  # fmt: skip
-    verdicts = [] if no_verify or not pending else verify_local(pending, progress, int(parallel))
+    verdicts = [] if no_verify or not pending else verify_local(pending, progress, parallel)
     print_build_table(results, built, dict(verdicts))
     problems = [f"{r.role}: {r.error}" for r in failed]
     problems += [f"{role}: {v.verdict} ({_why(v)})" for role, v in verdicts if not v.verified]
@@ -162,13 +166,13 @@ def _why(verdict: SuiteResult) -> str:
 
 @task(iterable=ITERABLE, help=VERIFY_HELP)
 @exits_cleanly
-def verify(c, role=None, target="local", config=None, set=None, parallel=3, no_vuln_gate=False):
+def verify(c, role=None, target="local", config=None, set=None, parallel=None, no_vuln_gate=False):
     """Boot each image with launch-time settings and run its testinfra suites (the gate)."""
     configs = load_configs(role, target, config, set)
     if target == "aws":
         aws_pipeline.verify(configs)
         return
-    verdicts = verify_local(configs, progress, int(parallel))
+    verdicts = verify_local(configs, progress, int(parallel) if parallel else guests_at_once())
     print_verify_table(results, verdicts)
     problems = [f"{role}: {v.verdict} ({_why(v)})" for role, v in verdicts if not v.verified]
     problems += _vulnerability_gate([cfg.role for cfg in configs], no_vuln_gate)
@@ -261,13 +265,21 @@ def render(c, role=None, target="local", config=None, set=None):
     _render_all(role, target, config, set)
 
 
-@task(iterable=ITERABLE, help=COMMON_HELP)
+@task(
+    iterable=[*ITERABLE, "target"],
+    help={**COMMON_HELP, "target": COMMON_HELP["target"] + "; repeat for both (default local)"},
+)
 @exits_cleanly
-def validate(c, role=None, target="local", config=None, set=None):
-    """Render, then `packer fmt -check` and `packer validate` each role."""
-    for item in _render_all(role, target, config, set):
-        validate_rendered(item)
-        console.print(f"[green]valid[/] {item.role} ({item.target})")
+def validate(c, role=None, target=None, config=None, set=None):
+    """Render, then `packer fmt -check` and `packer validate` each new render (cached)."""
+    targets = list(dict.fromkeys(target or ["local"]))
+    # Every target's configs are checked before anything is rendered.
+    configs = [cfg for name in targets for cfg in load_configs(role, name, config, set)]
+    rendered = _render_configs(configs)
+    for checked in validate_all(rendered):
+        item = checked.rendered
+        note = " (unchanged since it last passed)" if checked.cached else ""
+        console.print(f"[green]valid[/] {item.role} ({item.target}){note}")
 
 
 @task(iterable=ITERABLE, help=COMMON_HELP)

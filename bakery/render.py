@@ -12,6 +12,7 @@ filter, which quotes and escapes them.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -90,6 +91,7 @@ class RenderedRole:
         return self.directory / "stage"
 
 
+@functools.cache  # one per folder: each template is compiled once per process, not per role
 def _environment(search_path: Path) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(search_path),

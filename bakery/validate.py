@@ -3,6 +3,10 @@
 A rendered template leaves run inputs (the base image, the build key, the seed) to
 each build. Validation checks the template, not those files, so it supplies small
 stand-ins in a temporary folder that is always removed.
+
+`validate_all` runs the roles' Packer processes at once and remembers each success by
+the hash of what Packer was shown (the rendered folder, the Packer version, this
+module): validating an unchanged render again starts no Packer at all.
 """
 
 from __future__ import annotations
@@ -10,12 +14,19 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bakery.artifacts import tree_hash
+from bakery.durable import write_atomically
+from bakery.errors import OperationFailed
 from bakery.hcl import write_var_file
 from bakery.packer import run_packer
-from bakery.render import RenderedRole
+from bakery.render import BUILD_ROOT, RenderedRole
+
+VALIDATED_CACHE = BUILD_ROOT / ".validated"
 
 
 def _stand_in_run_inputs(rendered: RenderedRole, scratch: Path) -> dict[str, Any]:
@@ -51,3 +62,61 @@ def validate_rendered(rendered: RenderedRole) -> str:
             Path(tmp) / "run.pkrvars.hcl", _stand_in_run_inputs(rendered, Path(tmp))
         )
         return run_packer(["validate", f"-var-file={var_file}", "."], rendered.directory)
+
+
+@dataclass(frozen=True)
+class Validated:
+    """One role's validation: Packer's output, and whether it was remembered."""
+
+    rendered: RenderedRole
+    output: str
+    cached: bool
+
+
+def validation_key(rendered: RenderedRole) -> str:
+    """What decides the verdict: the rendered files, the Packer version, the stand-ins."""
+    digest = hashlib.sha256()
+    digest.update(f"packer {rendered.packer_version}\0".encode())
+    digest.update(Path(__file__).read_bytes())  # the stand-ins and the commands run
+    digest.update(tree_hash([rendered.directory], rendered.directory).encode())
+    return digest.hexdigest()
+
+
+def validate_all(
+    rendered: list[RenderedRole], cache_dir: Path = VALIDATED_CACHE
+) -> list[Validated]:
+    """Validate every rendered role, the ones not validated before at once; raise one
+    OperationFailed naming every role that failed."""
+    keys = {item.directory: validation_key(item) for item in rendered}
+    remembered = {
+        item.directory: (cache_dir / keys[item.directory]).read_text(encoding="utf-8")
+        for item in rendered
+        if (cache_dir / keys[item.directory]).is_file()
+    }
+    todo = [item for item in rendered if item.directory not in remembered]
+
+    def one(item: RenderedRole) -> str | OperationFailed:
+        try:
+            return validate_rendered(item)
+        except OperationFailed as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
+        outcomes = dict(zip([item.directory for item in todo], pool.map(one, todo), strict=True))
+    failures = [
+        f"{item.role} ({item.target}): {outcome}"
+        for item in todo
+        if isinstance(outcome := outcomes[item.directory], OperationFailed)
+    ]
+    if failures:
+        raise OperationFailed("packer rejected the rendered templates:\n" + "\n".join(failures))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for item in rendered:
+        if item.directory in remembered:
+            results.append(Validated(item, remembered[item.directory], cached=True))
+            continue
+        output = str(outcomes[item.directory])
+        write_atomically(cache_dir / keys[item.directory], output.encode())
+        results.append(Validated(item, output, cached=False))
+    return results

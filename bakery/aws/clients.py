@@ -13,24 +13,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
-import boto3
 import botocore.exceptions
-import botocore.loaders
-import botocore.session
-from botocore.config import Config
 
 from bakery.errors import BadInput, OperationFailed
 
+# boto3, botocore's session and its loader are imported where a client is made: they
+# take about half a second, which every `invoke` run (even `invoke build` with nothing
+# to do on the local target) would otherwise pay.
 if TYPE_CHECKING:
+    import boto3.session
+    import botocore.config
+    import botocore.loaders
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_ssm import SSMClient
 
+
 # Adaptive mode adds client-side rate limiting on top of retries, so a prune of many
 # images or a burst of tagging backs off instead of failing on RequestLimitExceeded.
-RETRY_CONFIG = Config(
-    retries={"mode": "adaptive", "max_attempts": 10},
-    user_agent_extra="bakery",
-)
+@functools.cache
+def retry_config() -> botocore.config.Config:
+    import botocore.config
+
+    return botocore.config.Config(
+        retries={"mode": "adaptive", "max_attempts": 10}, user_agent_extra="bakery"
+    )
+
 
 CREDENTIALS_HINT = (
     "set AWS_PROFILE to a profile in ~/.aws/config (run `aws sso login --profile NAME` "
@@ -55,6 +62,8 @@ _AUTH_ERRORS = frozenset(
 @functools.cache
 def known_regions() -> frozenset[str]:
     """Every region botocore knows for EC2, across partitions (offline: bundled data)."""
+    import boto3.session
+
     session = boto3.session.Session()
     regions: set[str] = set()
     for partition in session.get_available_partitions():
@@ -75,11 +84,16 @@ def check_region(region: str) -> str:
 @functools.cache
 def _model_loader() -> botocore.loaders.Loader:
     """One loader for every session: parsing EC2's service model takes a quarter second."""
+    import botocore.loaders
+
     return botocore.loaders.create_loader()
 
 
 def _session() -> boto3.session.Session:
     """A fresh session (credentials are resolved anew) sharing the parsed service models."""
+    import boto3.session
+    import botocore.session
+
     core = botocore.session.get_session()
     core.register_component("data_loader", _model_loader())
     try:
@@ -98,7 +112,7 @@ Service = Literal["ec2", "ssm", "application-signals", "autoscaling", "cloudwatc
 def aws_client(service: Service, region: str) -> Any:
     """A client for `service` in `region` with bakery's retry policy."""
     session = _session()
-    return session.client(service, region_name=check_region(region), config=RETRY_CONFIG)
+    return session.client(service, region_name=check_region(region), config=retry_config())
 
 
 def ec2_client(region: str) -> EC2Client:

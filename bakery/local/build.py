@@ -35,7 +35,7 @@ from bakery.hcl import write_var_file
 from bakery.inputs import run_inputs
 from bakery.local.accelerator import choose_accelerator
 from bakery.local.base_image import BaseImage, ensure_base_image
-from bakery.local.vm import booted, end_stale_boots
+from bakery.local.vm import BootedVM, booted, end_stale_boots
 from bakery.packer import (
     PackerVersion,
     detect_version,
@@ -191,6 +191,42 @@ class _StepTimer:
             if self.started:  # a step ends where the next one (or the shutdown) starts
                 self.progress.record(self.role, self.started[0], self.started[1])
             self.started = (shown or "", time.monotonic())
+
+
+# What the guest says about its own boot, fetched after the gate (bench/run.py reads it):
+# file name -> command. One SSH session for all of them; the separator splits the output.
+BOOT_PROFILE = {
+    "boot-time.txt": "systemd-analyze time",
+    "boot-blame.txt": "systemd-analyze blame --no-pager",
+    "boot-critical-chain.txt": "systemd-analyze critical-chain --no-pager",
+    "cloud-init-analyze.txt": "sudo -n cloud-init analyze show",
+}
+_PROFILE_SEPARATOR = "=====bakery-boot-profile====="
+
+
+def save_boot_profile(vm: BootedVM, folder: Path) -> list[Path]:
+    """Save the guest's boot profile under `folder`; the files written.
+
+    A profile is evidence for speed work, not part of the verdict: a guest that cannot
+    answer (it crashed, SSH is gone) leaves a note in the file instead of an error.
+    """
+    script = "; ".join(
+        f"echo {_PROFILE_SEPARATOR}; {command} 2>&1" for command in BOOT_PROFILE.values()
+    )
+    try:
+        result = vm.ssh(script, timeout=120)
+        sections = result.stdout.split(_PROFILE_SEPARATOR + "\n")[1:]
+        failure = "" if len(sections) == len(BOOT_PROFILE) else result.stderr.strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        sections, failure = [], str(exc)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, name in enumerate(BOOT_PROFILE):
+        text = sections[index] if index < len(sections) else f"not fetched: {failure}\n"
+        path = folder / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
 
 
 class LocalTarget:
@@ -364,7 +400,11 @@ class LocalTarget:
             cfg.verify.boot_timeout_s,
             user=cfg.ssh_username,
         ) as vm:
-            yield vm.ssh_target
+            try:
+                yield vm.ssh_target
+            finally:  # also for a rejected image: its boot is what needs explaining
+                if isinstance(vm, BootedVM):  # a test's stand-in VM has no guest to ask
+                    save_boot_profile(vm, LOGS_ROOT / cfg.role)
 
     def mark(self, cfg: BakeryConfig, record: ImageRecord, result: SuiteResult) -> None:
         """The local image's record is the only place its verdict lives."""
@@ -450,6 +490,13 @@ class LocalBuild:
             return RoleResult(cfg.role, "built", self.target.build(cfg, rendered))
         except BakeryError as exc:
             return RoleResult(cfg.role, "failed", error=str(exc))
+
+
+def guests_at_once() -> int:
+    """How many guests (bakes or boots) run at once by default: one per host core, at
+    most the three roles. Under TCG a guest needs a core to itself: on 2 cores with three
+    bakes at once, one guest missed its 300 s SSH timeout (bench, before.json)."""
+    return max(1, min(3, len(os.sched_getaffinity(0))))
 
 
 def build_local(

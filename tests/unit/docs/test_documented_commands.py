@@ -312,6 +312,9 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
     # The main job, the test suite and the smoke test: .ci/run.
     "./scripts/run invoke build": (CiRun(),),
     "./scripts/run invoke test": (CiRun(),),
+    "./scripts/run invoke validate --target local --target aws": (CiRun(),),
+    "./scripts/run invoke images": (CiRun(),),
+    "./scripts/run invoke smoke": (CiRun(),),
     "invoke build": (CiRun("./scripts/run invoke build"),),
     "invoke images": (
         Test("tests/unit/test_cli.py::test_images_table_goes_to_stdout_so_it_can_be_piped"),
