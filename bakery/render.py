@@ -1,7 +1,8 @@
 """Render one role x target into `build/<target>/<role>/`: Packer HCL plus the stage.
 
 The stage (`stage/`) is everything the bake uploads to the image: the provisioners, the
-on-image files rendered from `rootfs/` (a tree that mirrors `/`), the bake plan and the
+on-image tree (`stage/rootfs/`, mirroring `/`: the files rendered from `rootfs/` and the
+role's programs from `onimage/`, placed by `bakery/onimage.py`), the bake plan and the
 artifacts the build step adds. A render is written to a temporary folder and moved into
 place, so a failure never leaves a half-rendered tree.
 
@@ -28,6 +29,7 @@ from bakery.artifacts import Artifacts
 from bakery.config import REPO_ROOT, BakeryConfig
 from bakery.errors import OperationFailed
 from bakery.hcl import hcl_literal
+from bakery.onimage import stage_programs
 from bakery.packer import PackerVersion
 
 PACKER_TEMPLATES = REPO_ROOT / "packer"
@@ -227,6 +229,7 @@ def _render_into(
         PROVISIONERS, stage / "provisioners", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
     )
     _render_rootfs(stage / "rootfs", cfg, context)
+    stage_programs(stage / "rootfs", cfg.role)
     agent_json = stage / "rootfs" / AGENT_CONFIG_PATH.lstrip("/")
     agent_json.parent.mkdir(parents=True, exist_ok=True)
     agent_json.write_text(json.dumps(agent_config(cfg), indent=2, sort_keys=True) + "\n")
