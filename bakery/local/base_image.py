@@ -30,8 +30,11 @@ from bakery.progress import Progress
 
 BASE_FILES = REPO_ROOT / "rootfs" / "base"
 
-# What every role needs before provisioning: boot, network, SSH, cloud-init, Python.
+# What every role needs before provisioning (boot, network, SSH, cloud-init, Python), and
+# what Debian's own EC2 image has, so that a user finds locally what the AMI gives them
+# (tests/fixtures/debian-cloud-images/bookworm-ec2-amd64.txt, checked by the unit tests).
 BASE_PACKAGES = (
+    # boot, network, SSH, cloud-init, the provisioners' Python
     "systemd-sysv",
     "udev",
     "dbus",
@@ -49,7 +52,53 @@ BASE_PACKAGES = (
     "procps",
     "less",
     "e2fsprogs",
+    # the rest of the EC2 image's system set (SYSTEM_BOOT, CLOUD, EC2, TIME_SYSTEMD)
+    "init",
+    "libpam-systemd",
+    "libnss-myhostname",
+    "polkitd",
+    "apparmor",
+    "zstd",
+    "apt-utils",
+    "iptables",
+    "iputils-ping",
+    "nano",
+    "vim-tiny",
+    "whiptail",
+    "systemd-timesyncd",
+    "ssh-import-id",
+    "cloud-initramfs-growroot",
+    "cloud-guest-utils",
+    "awscli",
+    # the EC2 image's EXTRAS: the tools the manual guide and users type (curl first)
+    "curl",
+    "apt-listchanges",
+    "bash-completion",
+    "bind9-host",
+    "man-db",
+    "manpages",
+    "socat",
+    "pciutils",
+    "reportbug",
+    "traceroute",
+    "vim",
+    "psmisc",
+    "tcpdump",
+    "ethtool",
+    "uuid-runtime",
+    "screen",
+    "xz-utils",
 )
+# Packages of Debian's EC2 image the local base image leaves out, each with why.
+EC2_PACKAGES_LEFT_OUT = {
+    "amazon-ec2-utils": "EC2 only: udev rules and tools for EBS/NVMe device names",
+    "grub-cloud-amd64": "EC2's BIOS+EFI GRUB setup; the local image installs grub-pc in its "
+    "bootstrap boot (the only boot firmware QEMU gives it here)",
+    "netplan.io": "cloud-init renders EC2's network through it; the local image's network "
+    "is rootfs/base's systemd-networkd DHCP file",
+    "unattended-upgrades": "its timer's apt runs would race the bake's own apt steps; a "
+    "golden image is updated by baking it again",
+}
 # init of the bootstrap boot, at its path from the table of on-image programs.
 (BOOTLOADER_INSTALLER,) = (
     p.path for p in programs_for(BASE) if p.name == "bakery-install-bootloader"
