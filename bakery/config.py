@@ -214,7 +214,7 @@ class AgentSettings(Section):
 
 
 class OtelSettings(Section):
-    """The AWS Distro for OpenTelemetry (Python) and the app's OTEL environment."""
+    """The AWS Distro for OpenTelemetry (Python) and the app's OTEL unit variables."""
 
     distro_version: VersionString = Field(description="aws-opentelemetry-distro pin")
     otlp_endpoint: HttpUrl = Field(description="the agent's OTLP/HTTP endpoint (port 4316)")

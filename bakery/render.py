@@ -57,7 +57,7 @@ def _refuse_control(value: str, sink: str) -> None:
         raise ValueError(f"{value!r}: a control character cannot go into {sink}")
 
 
-def systemd_environment(assignment: str) -> str:
+def unit_variable(assignment: str) -> str:
     """`NAME=value` as the argument of a unit's Environment= line: double-quoted, with
     `\\` and `"` escaped and `%` doubled (systemd expands %-specifiers there)."""
     _refuse_control(assignment, "a systemd unit")
@@ -109,7 +109,7 @@ def _environment(search_path: Path) -> jinja2.Environment:
     )
     # The one escaping function per sink: HCL, unit Environment= lines, env files.
     env.filters["hcl"] = hcl_literal
-    env.filters["systemd_environment"] = systemd_environment
+    env.filters["unit_variable"] = unit_variable
     env.filters["env_file_value"] = env_file_value
     return env
 
