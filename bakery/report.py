@@ -10,7 +10,7 @@ from bakery.config import REPO_ROOT
 from bakery.host_check import Finding
 from bakery.local.build import RoleResult, image_path, local_record
 from bakery.progress import Console
-from bakery.records import ImageRecord
+from bakery.records import LISTING_COLUMNS, ImageRecord, listing_row
 from bakery.verify.suites import SuiteResult
 
 
@@ -61,20 +61,13 @@ def print_verify_table(out: Console, verdicts: list[tuple[str, SuiteResult]]) ->
 
 
 def print_local_images(out: Console, roles: list[str]) -> None:
-    table = _table("local images", ("role", "image", "built", "status", "inputs hash", "size MB"))
+    table = _table("local images", LISTING_COLUMNS)
     for role in roles:
         record = local_record(role)
         if record is None:
             table.add_row(role, "-", "-", "not built", "-", "-")
             continue
-        table.add_row(
-            role,
-            _shown(record),
-            record.built_at or "-",
-            record.status,
-            record.inputs_hash or "-",
-            f"{record.details.get('size_bytes', 0) / 1e6:.0f}",
-        )
+        table.add_row(*listing_row(record, _shown(record)))
     out.print(table)
 
 
