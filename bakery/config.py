@@ -31,12 +31,13 @@ from pydantic import (
 
 from bakery import ROLES, TARGETS
 from bakery.errors import BadInput, ConfigError
+from bakery.onimage import ONIMAGE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "config"
 # The on-image launch-settings module (stdlib only): its rules for BACKEND_URL and
 # DB_HOST are the ones config defaults must meet, so it is loaded here, not copied.
-LAUNCH_SETTINGS_FILE = REPO_ROOT / "rootfs/common/usr/local/libexec/bakery/launch_settings.py"
+LAUNCH_SETTINGS_FILE = ONIMAGE / "launch_settings.py"
 APP_REQUIREMENTS = REPO_ROOT / "app/backend/requirements.txt"
 
 
@@ -224,7 +225,7 @@ class AgentSettings(Section):
 
 
 class OtelSettings(Section):
-    """The AWS Distro for OpenTelemetry (Python) and the app's OTEL environment."""
+    """The AWS Distro for OpenTelemetry (Python) and the app's OTEL unit variables."""
 
     distro_version: VersionString = Field(description="aws-opentelemetry-distro pin")
     otlp_endpoint: HttpUrl = Field(description="the agent's OTLP/HTTP endpoint (port 4316)")

@@ -84,6 +84,24 @@ class ImageRecord:
         )
 
 
+# `invoke images`: the same columns for every target (a target may add its own after).
+LISTING_COLUMNS = ("role", "image", "built", "status", "inputs hash", "size MB")
+
+
+def listing_row(record: ImageRecord, image: str | None = None) -> tuple[str, ...]:
+    """The record's row under LISTING_COLUMNS; `image` is how to show the image (a path
+    locally), its id by default."""
+    size = record.details.get("size_bytes")
+    return (
+        record.role,
+        image or record.image,
+        record.built_at or "-",
+        record.status or "-",
+        record.inputs_hash or "-",
+        f"{int(size) / 1e6:.0f}" if size else "-",
+    )
+
+
 def utc_timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 

@@ -1,7 +1,8 @@
 """Render one role x target into `build/<target>/<role>/`: Packer HCL plus the stage.
 
 The stage (`stage/`) is everything the bake uploads to the image: the provisioners, the
-on-image files rendered from `rootfs/` (a tree that mirrors `/`), the bake plan and the
+on-image tree (`stage/rootfs/`, mirroring `/`: the files rendered from `rootfs/` and the
+role's programs from `onimage/`, placed by `bakery/onimage.py`), the bake plan and the
 artifacts the build step adds. A render is written to a temporary folder and moved into
 place, so a failure never leaves a half-rendered tree.
 
@@ -29,6 +30,7 @@ from bakery.artifacts import Artifacts
 from bakery.config import RELEASE_ONLY_SETTINGS, REPO_ROOT, BakeryConfig
 from bakery.errors import OperationFailed
 from bakery.hcl import hcl_literal
+from bakery.onimage import stage_programs
 from bakery.packer import PackerVersion
 
 PACKER_TEMPLATES = REPO_ROOT / "packer"
@@ -56,7 +58,7 @@ def _refuse_control(value: str, sink: str) -> None:
         raise ValueError(f"{value!r}: a control character cannot go into {sink}")
 
 
-def systemd_environment(assignment: str) -> str:
+def unit_variable(assignment: str) -> str:
     """`NAME=value` as the argument of a unit's Environment= line: double-quoted, with
     `\\` and `"` escaped and `%` doubled (systemd expands %-specifiers there)."""
     _refuse_control(assignment, "a systemd unit")
@@ -109,7 +111,7 @@ def _environment(search_path: Path) -> jinja2.Environment:
     )
     # The one escaping function per sink: HCL, unit Environment= lines, env files.
     env.filters["hcl"] = hcl_literal
-    env.filters["systemd_environment"] = systemd_environment
+    env.filters["unit_variable"] = unit_variable
     env.filters["env_file_value"] = env_file_value
     return env
 
@@ -229,6 +231,7 @@ def _render_into(
         PROVISIONERS, stage / "provisioners", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
     )
     _render_rootfs(stage / "rootfs", cfg, context)
+    stage_programs(stage / "rootfs", cfg.role)
     agent_json = stage / "rootfs" / AGENT_CONFIG_PATH.lstrip("/")
     agent_json.parent.mkdir(parents=True, exist_ok=True)
     agent_json.write_text(json.dumps(agent_config(cfg), indent=2, sort_keys=True) + "\n")

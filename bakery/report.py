@@ -12,7 +12,7 @@ from bakery.config import REPO_ROOT
 from bakery.host_check import Finding
 from bakery.local.build import RoleResult, image_path, local_record
 from bakery.progress import Console
-from bakery.records import ImageRecord
+from bakery.records import LISTING_COLUMNS, ImageRecord, listing_row
 from bakery.verify.suites import SuiteResult
 
 
@@ -63,20 +63,14 @@ def print_verify_table(out: Console, verdicts: list[tuple[str, SuiteResult]]) ->
 
 
 def print_local_images(out: Console, roles: list[str]) -> None:
-    columns = ("role", "image", "built", "status", "inputs hash", "size MB", "vulnerabilities")
-    table = _table("local images", columns)
+    table = _table("local images", (*LISTING_COLUMNS, "vulnerabilities"))
     for role in roles:
         record = local_record(role)
         if record is None:
             table.add_row(role, "-", "-", "not built", "-", "-", "-")
             continue
         table.add_row(
-            role,
-            _shown(record),
-            record.built_at or "-",
-            record.status,
-            record.inputs_hash or "-",
-            f"{record.details.get('size_bytes', 0) / 1e6:.0f}",
+            *listing_row(record, _shown(record)),
             vulnerability_counts(record.details.get("vulnerabilities")),
         )
     out.print(table)

@@ -4,7 +4,6 @@ their snapshots and tags, and the listing of what exists where."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import botocore.exceptions
@@ -12,8 +11,10 @@ import botocore.exceptions
 from bakery.aws import tags
 from bakery.aws.clients import aws_errors, ec2_client, error_code
 from bakery.aws.progress import AMI_WAIT, waiting
+from bakery.aws.records import RECORDS_DIR, record_path
 from bakery.config import BakeryConfig
 from bakery.errors import BadInput
+from bakery.records import ImageRecord
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -208,39 +209,40 @@ def regions_of(configs: Iterable[BakeryConfig]) -> list[str]:
     return list(seen)
 
 
-@dataclass(frozen=True)
-class ImageRow:
-    """One line of `invoke images`."""
+def image_record(image: ImageTypeDef, role: str, region: str) -> ImageRecord:
+    """An AMI as an ImageRecord, read from its tags: what `invoke images` lists, as it
+    lists a local image's record."""
+    values = tags.as_dict(image.get("Tags"))
+    ami_id = image["ImageId"]
+    return ImageRecord(
+        role=role,
+        os=values.get(tags.OS, ""),
+        target="aws",
+        image=ami_id,
+        inputs_hash=values.get(tags.INPUTS_HASH, ""),
+        git_commit=values.get(tags.GIT_COMMIT, ""),
+        packer_version=values.get(tags.PACKER_VERSION, ""),
+        built_at=image.get("CreationDate", ""),
+        path=record_path(RECORDS_DIR, role, ami_id),
+        status=values.get(tags.STATUS, ""),
+        details={
+            "region": region,
+            "ami_id": ami_id,
+            "ami_name": image.get("Name", ""),
+            "promoted": tags.promoted_environments(values),
+            "size_bytes": size_gb(image) * 2**30,
+            "tags": values,
+        },
+    )
 
-    role: str
-    region: str
-    ami_id: str
-    name: str
-    created: str
-    status: str
-    promoted: tuple[str, ...]
-    size_gb: int
 
-
-def list_images(configs: Sequence[BakeryConfig]) -> list[ImageRow]:
+def list_images(configs: Sequence[BakeryConfig]) -> list[ImageRecord]:
     """bakery's images of the configs' roles in their regions, newest first per role."""
-    rows: list[ImageRow] = []
+    records: list[ImageRecord] = []
     for cfg in configs:
         # copy_regions may name the home region too: list each region once.
         for region in dict.fromkeys([cfg.aws.region, *cfg.aws.copy_regions]):
             ec2 = ec2_client(region)
             for image in newest_first(role_images(ec2, cfg.role)):
-                values = tags.as_dict(image.get("Tags"))
-                rows.append(
-                    ImageRow(
-                        role=cfg.role,
-                        region=region,
-                        ami_id=image["ImageId"],
-                        name=image.get("Name", ""),
-                        created=image.get("CreationDate", ""),
-                        status=values.get(tags.STATUS, ""),
-                        promoted=tuple(tags.promoted_environments(values)),
-                        size_gb=size_gb(image),
-                    )
-                )
-    return rows
+                records.append(image_record(image, cfg.role, region))
+    return records

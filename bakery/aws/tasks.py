@@ -55,6 +55,7 @@ from bakery.cli import (
 from bakery.config import REPO_ROOT, BakeryConfig
 from bakery.errors import BadInput, MissingTool
 from bakery.packer import PackerVersion, detect_version
+from bakery.records import LISTING_COLUMNS, listing_row
 
 ROLE_HELP = {key: COMMON_HELP[key] for key in ("role", "config", "set")}
 # An SSM parameter path the instance role may read below: no wildcards, no empty segments.
@@ -198,23 +199,19 @@ def janitor(
 
 
 def show_images(configs: Sequence[BakeryConfig]) -> None:
-    """Print bakery's AMIs per role and region: id, created, status, promoted where, size."""
-    rows = list_images(configs)
+    """Print bakery's AMIs per role and region: the local listing's columns (from each
+    AMI's record, read from its tags), then region and where it is promoted."""
     results.print(
         _table(
-            "bakery images",
-            ["role", "region", "ami", "created", "status", "promoted", "size (GiB)"],
+            "aws images",
+            [*LISTING_COLUMNS, "region", "promoted"],
             [
                 (
-                    r.role,
-                    r.region,
-                    r.ami_id,
-                    r.created,
-                    r.status,
-                    ", ".join(r.promoted) or "-",
-                    r.size_gb,
+                    *listing_row(record),
+                    record.details["region"],
+                    ", ".join(record.details["promoted"]) or "-",
                 )
-                for r in rows
+                for record in list_images(configs)
             ],
         )
     )

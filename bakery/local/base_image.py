@@ -25,12 +25,16 @@ from bakery.config import REPO_ROOT, BakeryConfig
 from bakery.durable import sync_folder, write_atomically
 from bakery.errors import BadInput, MissingTool, OperationFailed
 from bakery.local.mirror import host_debian_mirror
+from bakery.onimage import BASE, programs_for, stage_programs
 from bakery.progress import Progress
 
 BASE_FILES = REPO_ROOT / "rootfs" / "base"
 
-# What every role needs before provisioning: boot, network, SSH, cloud-init, Python.
+# What every role needs before provisioning (boot, network, SSH, cloud-init, Python), and
+# what Debian's own EC2 image has, so that a user finds locally what the AMI gives them
+# (tests/fixtures/debian-cloud-images/bookworm-ec2-amd64.txt, checked by the unit tests).
 BASE_PACKAGES = (
+    # boot, network, SSH, cloud-init, the provisioners' Python
     "systemd-sysv",
     "udev",
     "dbus",
@@ -48,6 +52,56 @@ BASE_PACKAGES = (
     "procps",
     "less",
     "e2fsprogs",
+    # the rest of the EC2 image's system set (SYSTEM_BOOT, CLOUD, EC2, TIME_SYSTEMD)
+    "init",
+    "libpam-systemd",
+    "libnss-myhostname",
+    "polkitd",
+    "apparmor",
+    "zstd",
+    "apt-utils",
+    "iptables",
+    "iputils-ping",
+    "nano",
+    "vim-tiny",
+    "whiptail",
+    "systemd-timesyncd",
+    "ssh-import-id",
+    "cloud-initramfs-growroot",
+    "cloud-guest-utils",
+    "awscli",
+    # the EC2 image's EXTRAS: the tools the manual guide and users type (curl first)
+    "curl",
+    "apt-listchanges",
+    "bash-completion",
+    "bind9-host",
+    "man-db",
+    "manpages",
+    "socat",
+    "pciutils",
+    "reportbug",
+    "traceroute",
+    "vim",
+    "psmisc",
+    "tcpdump",
+    "ethtool",
+    "uuid-runtime",
+    "screen",
+    "xz-utils",
+)
+# Packages of Debian's EC2 image the local base image leaves out, each with why.
+EC2_PACKAGES_LEFT_OUT = {
+    "amazon-ec2-utils": "EC2 only: udev rules and tools for EBS/NVMe device names",
+    "grub-cloud-amd64": "EC2's BIOS+EFI GRUB setup; the local image installs grub-pc in its "
+    "bootstrap boot (the only boot firmware QEMU gives it here)",
+    "netplan.io": "cloud-init renders EC2's network through it; the local image's network "
+    "is rootfs/base's systemd-networkd DHCP file",
+    "unattended-upgrades": "its timer's apt runs would race the bake's own apt steps; a "
+    "golden image is updated by baking it again",
+}
+# init of the bootstrap boot, at its path from the table of on-image programs.
+(BOOTLOADER_INSTALLER,) = (
+    p.path for p in programs_for(BASE) if p.name == "bakery-install-bootloader"
 )
 ROOT_PARTITION_OFFSET_MIB = 1
 BOOTSTRAP_TIMEOUT_S = 600
@@ -90,6 +144,8 @@ def base_inputs(cfg: BakeryConfig) -> dict[str, object]:
         for path in sorted(BASE_FILES.rglob("*"))
         if path.is_file()
     }
+    for program in programs_for(BASE):
+        files[program.path.lstrip("/")] = hashlib.sha256(program.source.read_bytes()).hexdigest()
     return {
         "suite": suite,
         "sources": _sources(suite),
@@ -195,12 +251,21 @@ def ensure_base_image(cfg: BakeryConfig, cache_dir: Path, progress: Progress) ->
     return BaseImage(image, sha, key)
 
 
+def _stage_base_files(work: Path) -> Path:
+    """The base image's own files: `rootfs/base/` and the `base` programs of `onimage/`."""
+    tree = work / "base-files"
+    shutil.copytree(BASE_FILES, tree)
+    stage_programs(tree, BASE)
+    return tree
+
+
 def _bootstrap(inputs: dict[str, object], work: Path) -> Path:
     rootfs = work / "rootfs"
+    base_files = _stage_base_files(work)
     sources = [str(line) for line in inputs["sources"]]  # type: ignore[attr-defined]
     packages = ",".join(str(name) for name in inputs["packages"])  # type: ignore[attr-defined]
     hooks = [
-        f'sync-in "{BASE_FILES}" /',
+        f'sync-in "{base_files}" /',
         # Identity arrives at first boot: no host keys, no machine-id in the base.
         'rm -f "$1"/etc/ssh/ssh_host_*',
         ': > "$1"/etc/machine-id',
@@ -218,8 +283,11 @@ def _bootstrap(inputs: dict[str, object], work: Path) -> Path:
         *sources,
     ]
     log = work / "mmdebstrap.log"
-    with log.open("w") as handle:
-        result = processes.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False)
+    try:
+        with log.open("w") as handle:
+            result = processes.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False)
+    finally:
+        shutil.rmtree(base_files, ignore_errors=True)
     if result.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         raise OperationFailed(f"mmdebstrap failed (exit {result.returncode}):\n{tail}")
@@ -285,7 +353,7 @@ def _install_bootloader(rootfs: Path, disk: Path, work: Path) -> None:
         "-initrd",
         str(rootfs / "initrd.img"),
         "-append",
-        "root=/dev/vda1 rw console=ttyS0 init=/usr/local/sbin/bakery-install-bootloader",
+        f"root=/dev/vda1 rw console=ttyS0 init={BOOTLOADER_INSTALLER}",
     ]
     process = processes.spawn(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -85,8 +85,8 @@ def process_environment(host: Host, pid: int) -> dict[str, str]:
     return dict(line.split("=", 1) for line in raw.splitlines() if "=" in line)
 
 
-def unit_environment(host: Host, unit: str) -> dict[str, str]:
-    """The unit's Environment= settings, as systemd has them."""
+def unit_variables(host: Host, unit: str) -> dict[str, str]:
+    """The unit's variables (its Environment= settings), as systemd has them."""
     text = host.check_output("systemctl show -p Environment --value %s", unit)
     return dict(item.split("=", 1) for item in shlex.split(text) if "=" in item)
 

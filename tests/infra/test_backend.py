@@ -1,5 +1,5 @@
 """The backend: the FastAPI app under opentelemetry-instrument, run by a locked-down
-system user, with the OTEL environment Application Signals needs and app.workers workers."""
+system user, with the OTEL variables Application Signals needs and app.workers workers."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from guest import (
     http_get,
     main_pid,
     process_environment,
-    unit_environment,
     unit_processes,
+    unit_variables,
 )
 
 ROLES = {"backend"}
@@ -73,15 +73,15 @@ def test_app_service_runs_as_the_app_user(host: Any, expect: dict[str, Any]) -> 
     assert (int(uids.group(1)), int(uids.group(2))) == (app_uid, app_uid)
 
 
-def assert_application_signals_environment(environment: dict[str, str]) -> None:
+def assert_application_signals_variables(variables: dict[str, str]) -> None:
     for name, value in FIXED_OTEL.items():
-        assert environment.get(name) == value, name
+        assert variables.get(name) == value, name
     for name, pattern in AGENT_ENDPOINTS.items():
-        assert re.fullmatch(pattern, environment.get(name, "")), f"{name}={environment.get(name)}"
+        assert re.fullmatch(pattern, variables.get(name, "")), f"{name}={variables.get(name)}"
 
 
 def test_unit_sets_the_otel_variables_application_signals_needs(host: Any) -> None:
-    assert_application_signals_environment(unit_environment(host, APP_UNIT))
+    assert_application_signals_variables(unit_variables(host, APP_UNIT))
 
 
 def test_running_app_has_that_environment_and_the_launch_time_service(
@@ -89,7 +89,7 @@ def test_running_app_has_that_environment_and_the_launch_time_service(
 ) -> None:
     # What the process got: launch.env (an EnvironmentFile) could override the unit's.
     environment = process_environment(host, main_pid(host, APP_UNIT))
-    assert_application_signals_environment(environment)
+    assert_application_signals_variables(environment)
     assert environment.get("OTEL_RESOURCE_ATTRIBUTES") == (
         f"service.name={expect['service_name']},"
         f"deployment.environment={expect['deployment_environment']},"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from bakery.aws import tags
 from bakery.aws.clients import ec2_client
 from bakery.aws.images import find_source_image, list_images, role_image
 from bakery.errors import BadInput
+from bakery.records import LISTING_COLUMNS, ImageRecord, listing_row, read_record, write_record
 
 from .conftest import REGION, days_ago, make_config, make_image
 
@@ -52,10 +54,10 @@ def test_listing_shows_status_promotions_and_size(ec2: Any) -> None:
     new = make_image(status=tags.BUILT, created=days_ago(1))
     make_image("frontend")
     rows = list_images([make_config("backend")])
-    assert [row.ami_id for row in rows] == [new, old]
-    assert rows[0].status == "built" and rows[0].promoted == ()
-    assert rows[1].promoted == ("production",)
-    assert rows[1].size_gb > 0
+    assert [row.image for row in rows] == [new, old]
+    assert rows[0].status == "built" and rows[0].details["promoted"] == []
+    assert rows[1].details["promoted"] == ["production"]
+    assert rows[1].details["size_bytes"] > 0
 
 
 def test_listing_names_each_image_once_when_copy_regions_holds_the_home_region(
@@ -63,4 +65,52 @@ def test_listing_names_each_image_once_when_copy_regions_holds_the_home_region(
 ) -> None:
     ami = make_image()
     cfg = make_config("backend", f"aws.copy_regions=['{REGION}']")
-    assert [(row.region, row.ami_id) for row in list_images([cfg])] == [(REGION, ami)]
+    listed = [(row.details["region"], row.image) for row in list_images([cfg])]
+    assert listed == [(REGION, ami)]
+
+
+def test_an_ami_is_listed_as_the_record_its_build_wrote(ec2: Any, tmp_path: Path) -> None:
+    # The same ImageRecord, the same columns: read back from the AMI's tags, it says
+    # what the build's record says about the fields both targets list.
+    ami = make_image(extra_tags={tags.GIT_COMMIT: "abc1234", tags.PACKER_VERSION: "1.6.6"})
+    [listed] = list_images([make_config("backend")])
+    assert isinstance(listed, ImageRecord)
+    assert (listed.role, listed.os, listed.target, listed.image) == (
+        "backend",
+        "debian12",
+        "aws",
+        ami,
+    )
+    assert (listed.inputs_hash, listed.git_commit, listed.packer_version, listed.status) == (
+        "0123456789abcdef",
+        "abc1234",
+        "1.6.6",
+        "verified",
+    )
+    assert listed.built_at
+
+    local = ImageRecord(
+        role="backend",
+        os="debian12",
+        target="local",
+        image="backend-0123456789abcdef.qcow2",
+        inputs_hash="0123456789abcdef",
+        git_commit="abc1234",
+        packer_version="1.6.6",
+        built_at="2026-12-01T00:00:00Z",
+        path=tmp_path / "record.json",
+        status="verified",
+        details={"size_bytes": 900_000_000},
+    )
+    write_record(local)
+    local_read = read_record(local.path)
+    assert local_read is not None
+    aws_row, local_row = listing_row(listed), listing_row(local_read)
+    assert len(aws_row) == len(local_row) == len(LISTING_COLUMNS)
+    by_column = {
+        column: (a, b) for column, a, b in zip(LISTING_COLUMNS, aws_row, local_row, strict=True)
+    }
+    for column in ("role", "status", "inputs hash"):
+        assert by_column[column][0] == by_column[column][1], column
+    for column in LISTING_COLUMNS:
+        assert "-" not in by_column[column], f"{column} is missing on a target: {by_column}"

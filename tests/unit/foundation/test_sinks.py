@@ -17,7 +17,7 @@ from bakery.config import load_config
 from bakery.errors import BadInput
 from bakery.hcl import hcl_literal
 from bakery.packer import PackerVersion
-from bakery.render import env_file_value, render_role, systemd_environment
+from bakery.render import env_file_value, render_role, unit_variable
 
 HCL_HOSTILE = [
     "${var.secret}",
@@ -63,11 +63,11 @@ def test_hcl_refuses_what_packer_would_run_as_a_go_template(value: str) -> None:
         hcl_literal(value)
 
 
-def test_systemd_environment_escapes_quotes_backslashes_and_specifiers() -> None:
-    assert systemd_environment('A=x%i"y\\z$HOME') == '"A=x%%i\\"y\\\\z$HOME"'
+def test_unit_variable_escapes_quotes_backslashes_and_specifiers() -> None:
+    assert unit_variable('A=x%i"y\\z$HOME') == '"A=x%%i\\"y\\\\z$HOME"'
     for bad in ("A=a\nb", "A=a\x00b"):
         with pytest.raises(ValueError, match="control character"):
-            systemd_environment(bad)
+            unit_variable(bad)
 
 
 def _render_backend(tmp_path: Path, endpoint: str) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from bakery_provision import agent, backend, database, frontend, prepare
 from provisioner_fakes import REPO_ROOT
-from systemd_units import hermetic_unit_tree, referenced_units, systemd_analyze
+from systemd_units import UNIT_DIR, hermetic_unit_tree, referenced_units, systemd_analyze
 
 from bakery.config import load_config
 
@@ -249,3 +249,20 @@ def test_repo_rootfs_has_only_the_layers_the_renderer_reads() -> None:
     # base/ belongs to the local base image; everything else is common/ or a role.
     layers = {p.name for p in (REPO_ROOT / "rootfs").iterdir() if p.is_dir()}
     assert layers <= {"base", "common", *ROLES}
+
+
+def test_rendered_unit_waits_for_the_configured_endpoints(
+    render_stage: Callable[..., Path],
+) -> None:
+    cfg = load_config("backend", "aws")
+    unit = render_stage("backend") / "rootfs" / UNIT_DIR / "fastapi-otel.service"
+    [pre] = unit_lines(unit, "ExecStartPre")
+    timeout_s = cfg.otel.agent_wait_timeout_s
+    assert pre == (
+        f"/usr/local/libexec/bakery/wait-for-agent {timeout_s} localhost:4316 localhost:2000"
+    )
+    # systemd must not kill the start while the script is still within its own bound.
+    [start_timeout] = unit_lines(unit, "TimeoutStartSec")
+    assert int(start_timeout) > timeout_s
+    rootfs_script = render_stage("backend") / "rootfs/usr/local/libexec/bakery/wait-for-agent"
+    assert rootfs_script.stat().st_mode & 0o111

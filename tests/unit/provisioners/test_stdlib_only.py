@@ -20,9 +20,13 @@ OWN_MODULES = {"bakery_provision", "launch_settings"}
 
 def on_image_python_files() -> list[Path]:
     files = sorted(PROVISIONERS.rglob("*.py"))
-    for script in sorted((REPO_ROOT / "rootfs").rglob("*")):
-        if script.is_file() and (
-            script.suffix == ".py" or script.read_bytes().startswith(b"#!/usr/bin/python3")
+    # The programs in onimage/, and anything that would slip into the rootfs/ files.
+    scripts = [*(REPO_ROOT / "onimage").rglob("*"), *(REPO_ROOT / "rootfs").rglob("*")]
+    for script in sorted(scripts):
+        if (
+            script.is_file()
+            and "__pycache__" not in script.parts
+            and (script.suffix == ".py" or script.read_bytes().startswith(b"#!/usr/bin/python3"))
         ):
             files.append(script)
     return files

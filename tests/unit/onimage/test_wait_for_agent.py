@@ -1,30 +1,25 @@
 """wait-for-agent, the backend unit's ExecStartPre: it waits, bounded, for the agent's
-ports (real sockets on 127.0.0.1), and its rendered ExecStartPre names the configured
-timeout and the agent's endpoints."""
+ports (real sockets on 127.0.0.1). Its place in the rendered unit is tested in
+tests/unit/provisioners/test_rootfs_render.py."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from provisioner_fakes import REPO_ROOT
-from systemd_units import UNIT_DIR
-from test_boot_scripts import load_script
-from test_rootfs_render import unit_lines
+from program_fakes import ONIMAGE, load_program
 
-from bakery.config import load_config
-
-SCRIPT = REPO_ROOT / "rootfs/backend/usr/local/libexec/bakery/wait-for-agent"
+SCRIPT = ONIMAGE / "wait-for-agent"
 
 
 @pytest.fixture(scope="module")
 def wait_for_agent() -> ModuleType:
-    return load_script("backend", "wait-for-agent")
+    return load_program("wait-for-agent")
 
 
 @pytest.fixture
@@ -117,20 +112,3 @@ def test_bad_arguments_exit_2_naming_the_problem(args: tuple[str, ...], named: s
     result = run_script(*args)
     assert result.returncode == 2
     assert named in result.stderr
-
-
-def test_rendered_unit_waits_for_the_configured_endpoints(
-    render_stage: Callable[..., Path],
-) -> None:
-    cfg = load_config("backend", "aws")
-    unit = render_stage("backend") / "rootfs" / UNIT_DIR / "fastapi-otel.service"
-    [pre] = unit_lines(unit, "ExecStartPre")
-    timeout_s = cfg.otel.agent_wait_timeout_s
-    assert pre == (
-        f"/usr/local/libexec/bakery/wait-for-agent {timeout_s} localhost:4316 localhost:2000"
-    )
-    # systemd must not kill the start while the script is still within its own bound.
-    [start_timeout] = unit_lines(unit, "TimeoutStartSec")
-    assert int(start_timeout) > timeout_s
-    rootfs_script = render_stage("backend") / "rootfs/usr/local/libexec/bakery/wait-for-agent"
-    assert rootfs_script.stat().st_mode & 0o111

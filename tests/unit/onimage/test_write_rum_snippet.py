@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from provisioner_fakes import REPO_ROOT
+from program_fakes import ONIMAGE
 
-SCRIPT = REPO_ROOT / "rootfs/frontend/usr/local/libexec/bakery/write-rum-snippet"
+SCRIPT = ONIMAGE / "write-rum-snippet"
 MONITOR = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
 POOL = "eu-west-1:12345678-90ab-4cde-8f01-23456789abcd"
 ON = {"RUM_APP_MONITOR_ID": MONITOR, "RUM_IDENTITY_POOL_ID": POOL, "RUM_REGION": "eu-west-1"}

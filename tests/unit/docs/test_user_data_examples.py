@@ -6,20 +6,34 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
-from doctor_fakes import REPO_ROOT, FakeInstance
 
 from bakery import ROLES
+
+# The doctor's fakes live with its tests (tests/unit/onimage).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "onimage"))
+from doctor_fakes import REPO_ROOT, FakeInstance, load_doctor
 
 EXAMPLES = REPO_ROOT / "docs" / "examples" / "user-data"
 LAUNCH_SETTINGS_DOC = REPO_ROOT / "docs" / "launch-settings.md"
 LAUNCH_ENV = "/etc/bakery/launch.env"
 PASSWORD_KEYS = ("DB_PASSWORD", "DB_PASSWORD_SSM_PARAMETER")
+
+
+@pytest.fixture(scope="module")
+def doctor() -> ModuleType:
+    return load_doctor()
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> FakeInstance:
+    return FakeInstance(tmp_path / "root")
 
 
 def example(role: str) -> Path:

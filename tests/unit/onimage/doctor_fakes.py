@@ -20,8 +20,8 @@ from bakery.packer import PackerVersion
 from bakery.render import render_role
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-DOCTOR = REPO_ROOT / "rootfs/common/usr/local/bin/appsignals-doctor"
-LAUNCH_SETTINGS = REPO_ROOT / "rootfs/common/usr/local/libexec/bakery/launch_settings.py"
+DOCTOR = REPO_ROOT / "onimage/appsignals-doctor"
+LAUNCH_SETTINGS = REPO_ROOT / "onimage/launch_settings.py"
 AGENT_HOME = "opt/aws/amazon-cloudwatch-agent"
 BOOT_ID = "0f8e2d4c-1111-4222-8333-944455556666"
 BOOT_TIME = 1_700_000_000
