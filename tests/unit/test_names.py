@@ -18,7 +18,8 @@ from invoke import Task
 from bakery.config import REPO_ROOT, json_schema
 
 # The tasks that act on a release environment (the tracker's `invoke canary -e ENV`).
-RELEASE_TASKS = {"release", "launch_template", "canary"}
+# Tasks that act on what a release environment runs: its AMI, its SLOs, its sampling rule.
+RELEASE_TASKS = {"release", "launch_template", "canary", "slo", "sampling"}
 BARE = "environment"
 
 

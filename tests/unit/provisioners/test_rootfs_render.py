@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from bakery_provision import agent, backend, database, frontend, prepare
 from provisioner_fakes import REPO_ROOT
-from systemd_units import UNIT_DIR, hermetic_unit_tree, referenced_units, systemd_analyze
+from systemd_units import hermetic_unit_tree, referenced_units, systemd_analyze
 
 from bakery.config import load_config
 
