@@ -67,6 +67,12 @@ class BuildAccess:
             "security_group_id": self.security_group_id,
         }
 
+    def _key_pair_exists(self) -> bool:
+        found = self.ec2.describe_key_pairs(
+            Filters=[{"Name": "key-name", "Values": [self.key_name]}]
+        )["KeyPairs"]
+        return bool(found)
+
     def remove(self) -> list[str]:
         """Delete the group (once no instance uses it) and the key pair; never raises for
         AWS errors, it names what is left instead. Returns what could not be removed."""
@@ -80,7 +86,10 @@ class BuildAccess:
                 left.append(f"security group {self.security_group_id}: {exc}")
         if self.key_name:
             try:
-                self.ec2.delete_key_pair(KeyName=self.key_name)
+                # Only while it exists: the pipeline may delete bakery-tagged key pairs
+                # only, and IAM sees no tags on one a lost reply already deleted.
+                if self._key_pair_exists():
+                    self.ec2.delete_key_pair(KeyName=self.key_name)
                 self.key_name = ""
             except _AWS_FAILURES as exc:
                 left.append(f"key pair {self.key_name}: {exc}")
