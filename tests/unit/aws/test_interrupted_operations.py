@@ -205,12 +205,21 @@ def _run_canary(context: dict[str, Any], environment: str = "staging", **options
 
 
 def _arrange_canary_reuse() -> dict[str, Any]:
-    """An instance of the released AMI already running with the role's user data."""
+    """An instance of the released AMI already running with the role's user data, tagged
+    as bakery's launch template tags what it launches (role and environment)."""
     context = _arrange_canary()
     home = boto3.client("ec2", region_name=REGION)
     image = home.describe_images(Filters=[{"Name": "name", "Values": ["released"]}])["Images"][0]
+    launched_tags = [
+        {"Key": tags.ROLE, "Value": "backend"},
+        {"Key": tags.ENVIRONMENT, "Value": "staging"},
+    ]
     context["instance"] = home.run_instances(
-        ImageId=image["ImageId"], MinCount=1, MaxCount=1, UserData=context["user_data"].decode()
+        ImageId=image["ImageId"],
+        MinCount=1,
+        MaxCount=1,
+        UserData=context["user_data"].decode(),
+        TagSpecifications=[{"ResourceType": "instance", "Tags": launched_tags}],
     )["Instances"][0]["InstanceId"]
     return context
 
