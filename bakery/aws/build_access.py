@@ -26,7 +26,13 @@ import botocore.exceptions
 
 from bakery.aws import tags
 from bakery.aws.clients import aws_errors
-from bakery.aws.network import delete_security_group, ingress_cidr_for, vpc_for
+from bakery.aws.network import (
+    KEY_PAIR,
+    SECURITY_GROUP,
+    delete_while_it_exists,
+    ingress_cidr_for,
+    vpc_for,
+)
 from bakery.aws.progress import INSTANCE_WAIT, say, waiting
 from bakery.config import BakeryConfig
 from bakery.errors import BakeryError, MissingTool
@@ -67,12 +73,6 @@ class BuildAccess:
             "security_group_id": self.security_group_id,
         }
 
-    def _key_pair_exists(self) -> bool:
-        found = self.ec2.describe_key_pairs(
-            Filters=[{"Name": "key-name", "Values": [self.key_name]}]
-        )["KeyPairs"]
-        return bool(found)
-
     def remove(self) -> list[str]:
         """Delete the group (once no instance uses it) and the key pair; never raises for
         AWS errors, it names what is left instead. Returns what could not be removed."""
@@ -80,16 +80,13 @@ class BuildAccess:
         if self.created_group and self.security_group_id:
             try:
                 self._wait_for_instances_to_leave_group()
-                delete_security_group(self.ec2, self.security_group_id, self.sleep)
+                delete_while_it_exists(self.ec2, SECURITY_GROUP, self.security_group_id, self.sleep)
                 self.created_group = False
             except _AWS_FAILURES as exc:
                 left.append(f"security group {self.security_group_id}: {exc}")
         if self.key_name:
             try:
-                # Only while it exists: the pipeline may delete bakery-tagged key pairs
-                # only, and IAM sees no tags on one a lost reply already deleted.
-                if self._key_pair_exists():
-                    self.ec2.delete_key_pair(KeyName=self.key_name)
+                delete_while_it_exists(self.ec2, KEY_PAIR, self.key_name)
                 self.key_name = ""
             except _AWS_FAILURES as exc:
                 left.append(f"key pair {self.key_name}: {exc}")

@@ -21,7 +21,7 @@ from bakery.aws import tags
 from bakery.aws.build_access import BUILD
 from bakery.aws.clients import aws_errors, ec2_client
 from bakery.aws.images import regions_of
-from bakery.aws.network import delete_security_group
+from bakery.aws.network import KEY_PAIR, SECURITY_GROUP, delete_while_it_exists
 from bakery.aws.progress import INSTANCE_WAIT, say, waiting
 from bakery.config import BakeryConfig
 
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import FilterTypeDef, TagTypeDef
 
 INSTANCE = "instance"
-KEY_PAIR = "key-pair"
-SECURITY_GROUP = "security-group"
 
 
 @dataclass(frozen=True)
@@ -131,9 +129,9 @@ def _remove(ec2: EC2Client, region: str, rows: list[JanitorRow]) -> list[Janitor
                 done.append(left)
                 continue
             if row.kind == KEY_PAIR:
-                ec2.delete_key_pair(KeyName=row.resource_id)
+                delete_while_it_exists(ec2, KEY_PAIR, row.resource_id)
             elif row.kind == SECURITY_GROUP:
-                delete_security_group(ec2, row.resource_id)
+                delete_while_it_exists(ec2, SECURITY_GROUP, row.resource_id)
             say(f"removed {row.kind} {row.resource_id} in {region} (expired {row.expires_at})")
             done.append(replace(left, removed=True))
     return done

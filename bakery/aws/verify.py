@@ -31,7 +31,13 @@ from bakery.aws import tags
 from bakery.aws.build import build_on_aws
 from bakery.aws.clients import aws_errors, ec2_client
 from bakery.aws.images import newest_first, role_image, role_images, status, tag_image
-from bakery.aws.network import delete_security_group, ingress_cidr_for, vpc_for
+from bakery.aws.network import (
+    KEY_PAIR,
+    SECURITY_GROUP,
+    delete_while_it_exists,
+    ingress_cidr_for,
+    vpc_for,
+)
 from bakery.aws.progress import INSTANCE_WAIT, say, waiting
 from bakery.aws.records import RECORDS_DIR, REPORTS_DIR, record_path
 from bakery.config import BakeryConfig
@@ -190,12 +196,8 @@ def _create_key_pair(ec2: EC2Client, cleanup: _Cleanup, name: str, values: dict[
             PublicKeyMaterial=key.with_suffix(".pub").read_bytes(),
             TagSpecifications=[_tag_spec("key-pair", values)],
         )
-    cleanup.add(f"deleting key pair {name}", lambda: _delete_key_pair(ec2, name))
+    cleanup.add(f"deleting key pair {name}", lambda: delete_while_it_exists(ec2, KEY_PAIR, name))
     return key
-
-
-def _delete_key_pair(ec2: EC2Client, name: str) -> None:
-    ec2.delete_key_pair(KeyName=name)
 
 
 def _create_security_group(
@@ -217,7 +219,7 @@ def _create_security_group(
         )["GroupId"]
         cleanup.add(
             f"deleting security group {group_id}",
-            lambda: delete_security_group(ec2, group_id, sleep),
+            lambda: delete_while_it_exists(ec2, SECURITY_GROUP, group_id, sleep),
         )
         rule: IpPermissionTypeDef = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22}
         if ":" in cidr:

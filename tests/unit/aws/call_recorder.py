@@ -40,6 +40,7 @@ RECORDED_MODULES = (
     "test_images.py",
     "test_janitor.py",
     "test_launch.py",
+    "test_network.py",
     "test_prune.py",
     "test_release.py",
     "test_slo.py",
