@@ -99,7 +99,8 @@ def _parameters(response: Any) -> dict[str, Any]:
 
 
 def _ec2_tags(account: str, region: str, parameters: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """{resource id: its tags now} for each EC2 id (or key pair name) in the request."""
+    """{resource id: its tags now} for each EC2 id (or key pair name) in the request:
+    none for a security group or key pair that no longer exists."""
     from moto.ec2.models import ec2_backends
 
     backend = ec2_backends[account][region]
@@ -112,6 +113,9 @@ def _ec2_tags(account: str, region: str, parameters: dict[str, Any]) -> dict[str
             continue
         if _EC2_ID.match(value):
             found[value] = dict(backend.tags.get(value, {}))
+        if value.startswith("sg-") and backend.get_security_group_from_id(value) is None:
+            # moto keeps a deleted group's tags; IAM sees none on a group that is gone.
+            found[value] = {}
     for key, value in parameters.items():
         if key == "KeyName" and isinstance(value, str) and value in backend.key_pairs:
             pair = backend.key_pairs[value]
