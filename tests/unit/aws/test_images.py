@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from image_records import local_record
 
 from bakery.aws import tags
 from bakery.aws.clients import ec2_client
@@ -89,16 +90,10 @@ def test_an_ami_is_listed_as_the_record_its_build_wrote(ec2: Any, tmp_path: Path
     )
     assert listed.built_at
 
-    local = ImageRecord(
-        role="backend",
-        os="debian12",
-        target="local",
-        image="backend-0123456789abcdef.qcow2",
+    local = local_record(
+        tmp_path / "record.json",
         inputs_hash="0123456789abcdef",
         git_commit="abc1234",
-        packer_version="1.6.6",
-        built_at="2026-12-01T00:00:00Z",
-        path=tmp_path / "record.json",
         status="verified",
         details={"size_bytes": 900_000_000},
     )

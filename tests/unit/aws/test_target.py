@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from image_records import local_record
 
 from bakery import packer
 from bakery.aws import tags
@@ -27,7 +28,7 @@ from bakery.local import build as local
 from bakery.local.base_image import BaseImage
 from bakery.packer import PackerVersion
 from bakery.progress import Progress
-from bakery.records import ImageRecord, read_record, write_record
+from bakery.records import read_record, write_record
 from bakery.render import RenderedRole, render_role
 from bakery.verify.suites import SshTarget, SuiteResult
 
@@ -162,13 +163,11 @@ def _vm_double(image: Path, name: str, settings: Any, work_root: Path, *args: An
 
 def _local_image(role: str = "backend") -> None:
     """A built local image (a qcow2 double) and its record."""
-    image = local.image_dir(role) / f"{role}-0123.qcow2"
+    record = local_record(local.record_path(role), role=role, inputs_hash="0123")
+    image = local.image_dir(role) / record.image
     image.parent.mkdir(parents=True)
     image.write_bytes(b"a qcow2 double")
-    write_record(
-        ImageRecord(role, "debian12", "local", image.name, "0123", "c0ffee", "1.6.6",
-                    "2030-01-15T12:00:00Z", local.record_path(role))
-    )  # fmt: skip
+    write_record(record)
 
 
 def test_both_targets_log_in_as_the_images_user(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from image_records import local_record
 
 from bakery.diff import diff_records, history_path, resolve_record
 from bakery.errors import BadInput
@@ -39,18 +40,7 @@ def manifest() -> dict[str, Any]:
 
 
 def record(path: Path, data: dict[str, Any], inputs_hash: str = "1111") -> ImageRecord:
-    return ImageRecord(
-        role="frontend",
-        os="debian12",
-        target="local",
-        image=f"frontend-{inputs_hash}.qcow2",
-        inputs_hash=inputs_hash,
-        git_commit="abc",
-        packer_version="1.6.6",
-        built_at="2026-12-01T00:00:00Z",
-        path=path,
-        details={"manifest": data},
-    )
+    return local_record(path, role="frontend", inputs_hash=inputs_hash, details={"manifest": data})
 
 
 def test_two_records_of_the_same_inputs_differ_in_nothing(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
+from image_records import local_record
 
 from bakery.records import ImageRecord
 from bakery.sbom import sbom_path, write_sbom
@@ -16,16 +17,8 @@ AGENT_SHA256 = "5" * 64
 
 
 def backend_record(folder: Path) -> ImageRecord:
-    return ImageRecord(
-        role="backend",
-        os="debian12",
-        target="local",
-        image="backend-1234.qcow2",
-        inputs_hash="1234",
-        git_commit="abc",
-        packer_version="1.6.6",
-        built_at="2026-12-01T00:00:00Z",
-        path=folder / "record.json",
+    return local_record(
+        folder / "record.json",
         details={
             "agent": {
                 "package": "official",

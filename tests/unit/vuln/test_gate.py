@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from image_records import local_record
 
 from bakery.errors import BadInput, OperationFailed
 from bakery.records import ImageRecord, read_record, write_record
@@ -26,16 +27,8 @@ SECURITY_INDEX = {"libssl3": "3.0.15-1~deb12u1", "openssh-server": "1:9.2p1-2+de
 
 
 def backend_record(folder: Path, pins: list[str]) -> ImageRecord:
-    return ImageRecord(
-        role="backend",
-        os="debian12",
-        target="local",
-        image="backend-1234.qcow2",
-        inputs_hash="1234",
-        git_commit="abc",
-        packer_version="1.6.6",
-        built_at="2026-12-01T00:00:00Z",
-        path=folder / "record.json",
+    return local_record(
+        folder / "record.json",
         details={
             "manifest": {
                 "packages": [
