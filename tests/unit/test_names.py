@@ -5,15 +5,14 @@ the host is checked by `host-check`, an instance by `appsignals-doctor`."""
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import re
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import yaml
 from invoke import Task
+from tasks_module import load_tasks
 
 from bakery.config import REPO_ROOT, json_schema
 
@@ -21,14 +20,6 @@ from bakery.config import REPO_ROOT, json_schema
 # Tasks that act on what a release environment runs: its AMI, its SLOs, its sampling rule.
 RELEASE_TASKS = {"release", "launch_template", "canary", "slo", "sampling"}
 BARE = "environment"
-
-
-def load_tasks() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bakery_tasks_for_names", REPO_ROOT / "tasks.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tasks() -> dict[str, Task[Any]]:

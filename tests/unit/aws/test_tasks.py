@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 from pathlib import Path
@@ -10,16 +9,12 @@ from pathlib import Path
 import pytest
 from invoke import Collection, Config, Context
 from invoke.tasks import Task
+from tasks_module import task_collection
 
 from bakery.aws import tasks
-from bakery.config import REPO_ROOT
 
 # Every task `invoke --list` shows, the AWS ones and the rest alike.
-_spec = importlib.util.spec_from_file_location("tasks", REPO_ROOT / "tasks.py")
-assert _spec is not None and _spec.loader is not None
-_module = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_module)
-_root = Collection.from_module(_module)
+_root = task_collection()
 TASKS = {name: _root[name] for name in _root.task_names}
 
 

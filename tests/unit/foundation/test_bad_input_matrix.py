@@ -6,13 +6,13 @@ change under build/."""
 from __future__ import annotations
 
 import errno
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from invoke import Collection, Config, Program
+from invoke import Config, Program
+from tasks_module import task_collection
 
 from bakery.cli import exits_cleanly
 from bakery.config import MAX_USER_TAGS, REPO_ROOT, BakeryConfig, load_config
@@ -20,14 +20,6 @@ from bakery.packer import PackerVersion
 from bakery.render import render_role
 
 BUILD = REPO_ROOT / "build"
-
-
-def _load_tasks() -> Collection:
-    spec = importlib.util.spec_from_file_location("bakery_tasks_for_matrix", REPO_ROOT / "tasks.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return Collection.from_module(module)
 
 
 class RepoOnlyConfig(Config):  # type: ignore[misc]
@@ -39,7 +31,7 @@ class RepoOnlyConfig(Config):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
 
 
-TASKS = _load_tasks()
+TASKS = task_collection()
 
 
 def _snapshot() -> dict[str, float]:

@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 import yaml
 from invoke import Config, Context
+from tasks_module import load_tasks
 
 from bakery.config import CONFIG_DIR, REPO_ROOT
 
@@ -32,12 +33,7 @@ def documented_bakery_config() -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def written_schema(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("tasks_for_schema", REPO_ROOT / "tasks.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_tasks()
     out = tmp_path_factory.mktemp("schema") / "bakery.schema.json"
     module.schema(Context(Config(lazy=True)), output=str(out))
     schema: dict[str, object] = json.loads(out.read_text())
@@ -79,12 +75,7 @@ def test_schema_still_refuses_unknown_keys_and_wrong_types(
 def test_schema_output_is_relative_to_the_current_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("tasks_for_schema_cwd", REPO_ROOT / "tasks.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_tasks()
     monkeypatch.chdir(tmp_path)
     module.schema(Context(Config(lazy=True)), output="here.json")
     assert json.loads((tmp_path / "here.json").read_text())["title"]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from systemd_units import hermetic_unit_tree, systemd_analyze
+from tasks_module import load_tasks
 
 from bakery.cli import exits_cleanly
 from bakery.config import load_config
@@ -146,16 +147,9 @@ def test_filesystem_fault_is_one_line_naming_the_path(
 def test_paths_are_printed_as_text_not_markup(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import importlib.util
-
     from invoke import Config, Context
 
-    from bakery.config import REPO_ROOT
-
-    spec = importlib.util.spec_from_file_location("tasks_for_sinks", REPO_ROOT / "tasks.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_tasks()
     monkeypatch.chdir(tmp_path)
     module.schema(Context(Config(lazy=True)), output="a[/x]b[bold].json")
     module.iam(Context(Config(lazy=True)), output="iam[/x]", role=["backend"])

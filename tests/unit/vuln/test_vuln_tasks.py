@@ -4,27 +4,17 @@ security suite's fetch replaced by a stand-in (no network in unit tests)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from invoke import Config, Context
+from tasks_module import load_tasks
 
-from bakery.config import REPO_ROOT
 from bakery.records import read_record, write_record
 
 from .test_gate import SECURITY_INDEX, VULNERABLE_IDNA, backend_record
-
-
-def load_tasks() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("tasks", REPO_ROOT / "tasks.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_invoke_vulns_rejects_a_vulnerable_record_and_records_why(
