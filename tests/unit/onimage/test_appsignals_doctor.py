@@ -29,6 +29,15 @@ def rows(document: dict[str, Any], status: str) -> dict[str, dict[str, str]]:
     return {row["check"]: row for row in document["checks"] if row["status"] == status}
 
 
+def failures(
+    doctor: ModuleType, instance: FakeInstance, capsys: pytest.CaptureFixture[str]
+) -> dict[str, dict[str, str]]:
+    """The FAIL rows of a run that must exit 1."""
+    code, document = diagnose(doctor, instance, capsys)
+    assert code == 1, document
+    return rows(document, "FAIL")
+
+
 def test_healthy_backend_passes_every_check(
     doctor: ModuleType, instance: FakeInstance, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -66,9 +75,7 @@ def test_health_is_asked_where_gunicorn_binds_with_several_workers(
     )
     instance.probes.http["http://127.0.0.1:8081/health"] = 503
 
-    code, document = diagnose(doctor, instance, capsys)
-    assert code == 1
-    assert rows(document, "FAIL")["app /health"]["detail"] == (
+    assert failures(doctor, instance, capsys)["app /health"]["detail"] == (
         "GET http://127.0.0.1:8081/health: 503"
     )
 
@@ -90,10 +97,7 @@ def test_stopped_agent_fails_naming_the_agent(
 ) -> None:
     instance.probes.unit_states["amazon-cloudwatch-agent.service"] = "inactive"
 
-    code, document = diagnose(doctor, instance, capsys)
-
-    assert code == 1
-    failed = rows(document, "FAIL")
+    failed = failures(doctor, instance, capsys)
     assert list(failed) == ["agent service"]
     assert "amazon-cloudwatch-agent.service is inactive" in failed["agent service"]["detail"]
     assert "systemctl restart amazon-cloudwatch-agent" in failed["agent service"]["fix"]
@@ -109,10 +113,7 @@ def test_missing_application_signals_fails_naming_it(
         json.dumps(config),
     )
 
-    code, document = diagnose(doctor, instance, capsys)
-
-    assert code == 1
-    failed = rows(document, "FAIL")
+    failed = failures(doctor, instance, capsys)
     assert list(failed) == ["application_signals"]
     assert "application_signals" in failed["application_signals"]["detail"]
     assert "logs.metrics_collected" in failed["application_signals"]["detail"]
@@ -124,10 +125,7 @@ def test_failed_app_service_fails_naming_fastapi_otel(
     instance.probes.unit_states["fastapi-otel.service"] = "failed"
     instance.probes.http["http://127.0.0.1:8000/health"] = None
 
-    code, document = diagnose(doctor, instance, capsys)
-
-    assert code == 1
-    failed = rows(document, "FAIL")
+    failed = failures(doctor, instance, capsys)
     assert set(failed) == {"fastapi-otel", "app /health"}
     assert "fastapi-otel.service is failed" in failed["fastapi-otel"]["detail"]
     assert "journalctl -u fastapi-otel" in failed["fastapi-otel"]["fix"]
@@ -139,10 +137,8 @@ def test_translation_from_an_earlier_boot_fails(
 ) -> None:
     instance.translate(boot_id="an-earlier-boot", region="us-east-1")
 
-    code, document = diagnose(doctor, instance, capsys)
-
-    assert code == 1
-    assert "earlier boot" in rows(document, "FAIL")["agent config translated"]["detail"]
+    failed = failures(doctor, instance, capsys)
+    assert "earlier boot" in failed["agent config translated"]["detail"]
 
 
 def test_real_agent_translation_is_judged_by_file_time(
@@ -154,9 +150,8 @@ def test_real_agent_translation_is_judged_by_file_time(
     assert diagnose(doctor, instance, capsys)[0] == 0
     before_boot = BOOT_TIME - 3600
     os.utime(toml, (before_boot, before_boot))
-    code, document = diagnose(doctor, instance, capsys)
-    assert code == 1
-    assert "before this boot" in rows(document, "FAIL")["agent config translated"]["detail"]
+    failed = failures(doctor, instance, capsys)
+    assert "before this boot" in failed["agent config translated"]["detail"]
 
 
 def test_off_ec2_the_metadata_service_is_never_asked(
@@ -176,10 +171,7 @@ def test_on_ec2_a_config_translated_for_another_region_fails(
 ) -> None:
     instance.as_ec2(region="eu-west-1")
 
-    code, document = diagnose(doctor, instance, capsys)
-
-    assert code == 1
-    detail = rows(document, "FAIL")["agent region"]["detail"]
+    detail = failures(doctor, instance, capsys)["agent region"]["detail"]
     assert "us-east-1" in detail and "eu-west-1" in detail
 
 
@@ -188,11 +180,9 @@ def test_on_ec2_without_an_instance_profile_fails(
 ) -> None:
     instance.as_ec2(region="us-east-1", instance_profile=False)
 
-    code, document = diagnose(doctor, instance, capsys)
-
-    assert code == 1
-    assert list(rows(document, "FAIL")) == ["instance profile"]
-    assert "CloudWatchAgentServerPolicy" in rows(document, "FAIL")["instance profile"]["fix"]
+    failed = failures(doctor, instance, capsys)
+    assert list(failed) == ["instance profile"]
+    assert "CloudWatchAgentServerPolicy" in failed["instance profile"]["fix"]
 
 
 def test_a_port_nobody_listens_on_fails(
@@ -200,10 +190,7 @@ def test_a_port_nobody_listens_on_fails(
 ) -> None:
     instance.listen(2000, 4315, 8000)
 
-    code, document = diagnose(doctor, instance, capsys)
-
-    assert code == 1
-    assert rows(document, "FAIL")["agent ports"]["detail"] == "not listening: 4316"
+    assert failures(doctor, instance, capsys)["agent ports"]["detail"] == "not listening: 4316"
 
 
 def test_credential_errors_in_the_agent_log_fail(
@@ -214,10 +201,7 @@ def test_credential_errors_in_the_agent_log_fail(
         "2024-01-01T00:00:00Z E! cloudwatch: code: AccessDeniedException, message: denied\n",
     )
 
-    code, document = diagnose(doctor, instance, capsys)
-
-    assert code == 1
-    assert "1 error line" in rows(document, "FAIL")["agent log"]["detail"]
+    assert "1 error line" in failures(doctor, instance, capsys)["agent log"]["detail"]
 
 
 def test_other_agent_log_errors_only_warn(
@@ -264,10 +248,7 @@ def test_a_password_others_can_read_fails(
 ) -> None:
     (instance.root / "etc/bakery/launch.env").chmod(0o644)
 
-    code, document = diagnose(doctor, instance, capsys)
-
-    assert code == 1
-    assert "others can read it" in rows(document, "FAIL")["launch settings"]["detail"]
+    assert "others can read it" in failures(doctor, instance, capsys)["launch settings"]["detail"]
 
 
 def test_database_without_a_password_fails(
@@ -363,10 +344,7 @@ def test_otel_override_of_the_agent_wiring_fails_naming_it(
         instance, "OTEL_TRACES_SAMPLER=always_on\nOTEL_AWS_APPLICATION_SIGNALS_ENABLED=false\n"
     )
 
-    code, document = diagnose(doctor, instance, capsys)
-
-    assert code == 1
-    failed = rows(document, "FAIL")
+    failed = failures(doctor, instance, capsys)
     assert list(failed) == ["OTEL settings"]
     assert (
         "OTEL_AWS_APPLICATION_SIGNALS_ENABLED, OTEL_TRACES_SAMPLER"
