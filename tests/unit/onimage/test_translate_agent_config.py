@@ -18,6 +18,8 @@ def translate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     ctl = fake_program(tmp_path / "ctl", f'echo "$@" > {args_file}\n')
     monkeypatch.setattr(module, "CTL", str(ctl))
     monkeypatch.setattr(module, "RUNTIME_DIR", str(tmp_path / "run"))
+    # Off EC2 unless a test says otherwise: no test asks this host's metadata service.
+    monkeypatch.setattr(module, "imds_token", lambda: None)
     config = {
         "agent": {"run_as_user": "cwagent"},
         "logs": {
@@ -62,7 +64,6 @@ def test_translation_falls_back_to_on_premise(
 def test_launch_log_group_replaces_the_baked_one(
     translate: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(translate, "imds_token", lambda: None)
     monkeypatch.setenv("LOG_GROUP_NAME", "/aws/ec2/staging-backend")
     assert translate.main() == 0
     copy = json.loads((tmp_path / "run" / "agent-config.json").read_text())
@@ -73,7 +74,6 @@ def test_launch_log_group_replaces_the_baked_one(
 def test_invalid_log_group_is_refused(
     translate: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(translate, "imds_token", lambda: None)
     monkeypatch.setenv("LOG_GROUP_NAME", "bad group;rm")
     assert translate.main() == 1
     assert not (tmp_path / "ctl-args").exists()
@@ -82,6 +82,5 @@ def test_invalid_log_group_is_refused(
 def test_ctl_failure_is_the_units_failure(
     translate: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(translate, "imds_token", lambda: None)
     monkeypatch.setattr(translate, "CTL", str(fake_program(tmp_path / "bad-ctl", "exit 1\n")))
     assert translate.main() == 1
