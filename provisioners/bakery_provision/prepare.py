@@ -4,6 +4,8 @@ the launch-time settings every role's units read."""
 
 from __future__ import annotations
 
+import time
+
 from bakery_provision.context import StepContext
 from bakery_provision.files import install_copy, install_from_rootfs
 from bakery_provision.packages import package_names
@@ -20,6 +22,13 @@ BAKE_CA_ANCHORS = {
     ),
 }
 BAKE_CA_ARTIFACT = "ca/bake-ca.pem"
+
+# The local base image keeps the package lists its build fetched at native speed on the
+# host, and stamps when (bakery/local/base_image.py); under emulation `apt-get update`
+# costs tens of seconds per role. Older lists are fetched again: the archive drops
+# superseded packages, so stale lists would name files that are gone.
+APT_LISTS_STAMP = "/var/lib/apt/lists/bakery-fetched-at"
+APT_LISTS_FRESH_S = 12 * 3600
 
 # Non-secret defaults of the launch settings, rendered from config; user data adds
 # /etc/bakery/launch.env at launch. The module holds what the first-boot scripts share.
@@ -58,11 +67,25 @@ def trust_bake_ca(ctx: StepContext) -> None:
         ctx.say("bake CA already trusted")
 
 
+def package_lists_age_s(ctx: StepContext) -> float | None:
+    """Seconds since the base image's build fetched the apt lists; None when unknown."""
+    try:
+        fetched = float(ctx.path(APT_LISTS_STAMP).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+    age = time.time() - fetched
+    return age if age >= 0 else None  # a stamp from the future: a clock to distrust
+
+
 def run(ctx: StepContext) -> None:
     wait_for_cloud_init(ctx)
     trust_bake_ca(ctx)
-    ctx.say("refreshing package lists")
-    ctx.packages.refresh()
+    age = package_lists_age_s(ctx)
+    if age is not None and age < APT_LISTS_FRESH_S:
+        ctx.say(f"package lists fetched {age / 60:.0f} min ago by the base image: kept")
+    else:
+        ctx.say("refreshing package lists")
+        ctx.packages.refresh()
     if ctx.runner.exists("gpg"):
         ctx.say("gpg is present")
     else:

@@ -3,6 +3,7 @@ have gpg, and put the launch defaults in place."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,3 +93,35 @@ def test_bake_ca_is_trusted_once(
     prepare.run(ctx)
     assert not fake_system.ran(refresh)
     assert fake_system.install_commands() == []
+
+
+def _stamp_lists(ctx: StepContext, fetched_at: float) -> None:
+    stamp = ctx.path(prepare.APT_LISTS_STAMP)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(f"{fetched_at:.0f}\n")
+
+
+def test_lists_the_base_image_fetched_recently_are_not_fetched_again(
+    prepare_context: Callable[..., StepContext],
+    fake_system: FakeSystem,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ctx = prepare_context()
+    _stamp_lists(ctx, time.time() - 600)
+    prepare.run(ctx)
+    assert not fake_system.ran("apt-get", "update")
+    assert "package lists fetched 10 min ago by the base image: kept" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "fetched_ago_s",
+    [prepare.APT_LISTS_FRESH_S + 60, -3600],
+    ids=["older-than-allowed", "stamp-from-the-future"],
+)
+def test_old_or_doubtful_lists_are_fetched_again(
+    prepare_context: Callable[..., StepContext], fake_system: FakeSystem, fetched_ago_s: float
+) -> None:
+    ctx = prepare_context()
+    _stamp_lists(ctx, time.time() - fetched_ago_s)
+    prepare.run(ctx)
+    assert fake_system.ran("apt-get", "update")
