@@ -5,6 +5,7 @@ the launch-time settings every role's units read."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from bakery_provision.context import StepContext
 from bakery_provision.files import install_copy, install_from_rootfs
@@ -53,11 +54,33 @@ def wait_for_cloud_init(ctx: StepContext) -> None:
         ctx.say(f"cloud-init finished with exit code {result.returncode}: {detail[0]}")
 
 
+def https_sources(ctx: StepContext) -> list[str]:
+    """What this bake fetches over HTTPS: the agent's URLs and the image's apt sources.
+    The rest (file://, or http:// apt sources whose InRelease gpg checks) needs no CA."""
+    agent = ctx.plan.agent
+    urls = [agent.url, agent.signature_url, agent.gpg_key_url]
+    found = [url for url in urls if url and url.startswith("https://")]
+    apt = ctx.path("/etc/apt")
+    for path in [apt / "sources.list", *sorted(apt.glob("sources.list.d/*"))]:
+        if path.is_file() and "https://" in path.read_text(encoding="utf-8", errors="replace"):
+            found.append(_relative(ctx, path))
+    return found
+
+
+def _relative(ctx: StepContext, path: Path) -> str:
+    return "/" + path.relative_to(ctx.root).as_posix()
+
+
 def trust_bake_ca(ctx: StepContext) -> None:
     """Trust a corporate proxy's CA for the bake only; `seal` removes it again."""
     source = ctx.artifacts / BAKE_CA_ARTIFACT
     if not source.is_file():
         ctx.say("no bake CA in the artifacts: using the system trust store as it is")
+        return
+    if not https_sources(ctx):
+        # Under emulation each update-ca-certificates run (here, and `--fresh` in seal)
+        # costs tens of seconds; a CA nothing uses is not worth them.
+        ctx.say("bake CA not trusted: this bake fetches nothing over HTTPS")
         return
     anchor, refresh = BAKE_CA_ANCHORS[ctx.plan.os]
     if install_copy(ctx, source, anchor):
