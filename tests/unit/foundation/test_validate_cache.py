@@ -41,3 +41,17 @@ def test_a_changed_render_is_validated_again_and_a_failure_names_its_role(
     with pytest.raises(OperationFailed, match=r"frontend \(local\)"):
         validate_all([rendered], tmp_path / "cache")
     assert sorted((tmp_path / "cache").iterdir()) == remembered  # no pass remembered
+
+
+def test_a_stage_only_change_is_not_validated_again_but_a_missing_stage_is(
+    tmp_path: Path,
+) -> None:
+    packer = detect_version()
+    rendered = render_role(load_config("database", "local"), packer, tmp_path / "b")
+    validate_all([rendered], tmp_path / "cache")
+    step = rendered.directory / "stage" / "provisioners" / "provision.py"
+    step.write_text(step.read_text() + "\n# edited\n")
+    assert [c.cached for c in validate_all([rendered], tmp_path / "cache")] == [True]
+    shutil.rmtree(rendered.directory / "stage")
+    with pytest.raises(OperationFailed, match=r"database \(local\)"):
+        validate_all([rendered], tmp_path / "cache")
