@@ -56,9 +56,24 @@ def _stand_in_run_inputs(rendered: RenderedRole, scratch: Path) -> dict[str, Any
     return values
 
 
-def validate_rendered(rendered: RenderedRole) -> str:
-    """Run `packer fmt -check` and `packer validate` on one rendered role."""
-    run_packer(["fmt", "-check", "-diff", "."], rendered.directory)
+def check_formatting(rendered: list[RenderedRole]) -> None:
+    """One `packer fmt -check` for every rendered role's HCL (each Packer process costs
+    more than the check): a folder of links named `<target>.<role>.<file>`."""
+    if not rendered:
+        return
+    with tempfile.TemporaryDirectory(prefix="bakery-fmt-") as tmp:
+        for item in rendered:
+            for path in packer_files(item.directory):
+                if path.name.endswith(".pkr.hcl"):
+                    (Path(tmp) / f"{item.target}.{item.role}.{path.name}").symlink_to(path)
+        run_packer(["fmt", "-check", "-diff", "."], Path(tmp))
+
+
+def validate_rendered(rendered: RenderedRole, *, formatting: bool = True) -> str:
+    """Run `packer fmt -check` (unless checked already) and `packer validate` on one
+    rendered role."""
+    if formatting:
+        check_formatting([rendered])
     with tempfile.TemporaryDirectory(prefix="bakery-validate-") as tmp:
         var_file = write_var_file(
             Path(tmp) / "run.pkrvars.hcl", _stand_in_run_inputs(rendered, Path(tmp))
@@ -104,10 +119,15 @@ def validate_all(
         if (cache_dir / keys[item.directory]).is_file()
     }
     todo = [item for item in rendered if item.directory not in remembered]
+    try:
+        check_formatting(todo)
+    except OperationFailed as exc:
+        # The links' names say which role and target each drifting file belongs to.
+        raise OperationFailed(f"rendered HCL is not in canonical form: {exc}") from exc
 
     def one(item: RenderedRole) -> str | OperationFailed:
         try:
-            return validate_rendered(item)
+            return validate_rendered(item, formatting=False)
         except OperationFailed as exc:
             return exc
 
