@@ -5,8 +5,8 @@ each build. Validation checks the template, not those files, so it supplies smal
 stand-ins in a temporary folder that is always removed.
 
 `validate_all` runs the roles' Packer processes at once and remembers each success by
-the hash of what Packer was shown (the rendered folder, the Packer version, this
-module): validating an unchanged render again starts no Packer at all.
+the hash of what Packer was shown (the rendered Packer files, the Packer version, this
+module): validating them again unchanged starts no Packer at all.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from bakery.packer import run_packer
 from bakery.render import BUILD_ROOT, RenderedRole
 
 VALIDATED_CACHE = BUILD_ROOT / ".validated"
+# The folder the templates upload (build.pkr.hcl: `${path.root}/stage/`).
+STAGE = "stage"
 
 
 def _stand_in_run_inputs(rendered: RenderedRole, scratch: Path) -> dict[str, Any]:
@@ -54,9 +56,24 @@ def _stand_in_run_inputs(rendered: RenderedRole, scratch: Path) -> dict[str, Any
     return values
 
 
-def validate_rendered(rendered: RenderedRole) -> str:
-    """Run `packer fmt -check` and `packer validate` on one rendered role."""
-    run_packer(["fmt", "-check", "-diff", "."], rendered.directory)
+def check_formatting(rendered: list[RenderedRole]) -> None:
+    """One `packer fmt -check` for every rendered role's HCL (each Packer process costs
+    more than the check): a folder of links named `<target>.<role>.<file>`."""
+    if not rendered:
+        return
+    with tempfile.TemporaryDirectory(prefix="bakery-fmt-") as tmp:
+        for item in rendered:
+            for path in packer_files(item.directory):
+                if path.name.endswith(".pkr.hcl"):
+                    (Path(tmp) / f"{item.target}.{item.role}.{path.name}").symlink_to(path)
+        run_packer(["fmt", "-check", "-diff", "."], Path(tmp))
+
+
+def validate_rendered(rendered: RenderedRole, *, formatting: bool = True) -> str:
+    """Run `packer fmt -check` (unless checked already) and `packer validate` on one
+    rendered role."""
+    if formatting:
+        check_formatting([rendered])
     with tempfile.TemporaryDirectory(prefix="bakery-validate-") as tmp:
         var_file = write_var_file(
             Path(tmp) / "run.pkrvars.hcl", _stand_in_run_inputs(rendered, Path(tmp))
@@ -73,12 +90,20 @@ class Validated:
     cached: bool
 
 
+def packer_files(directory: Path) -> list[Path]:
+    """The files Packer reads from a rendered folder: its HCL (and any JSON or var files)."""
+    return sorted(p for p in directory.iterdir() if p.is_file() and ".pkr" in p.name)
+
+
 def validation_key(rendered: RenderedRole) -> str:
-    """What decides the verdict: the rendered files, the Packer version, the stand-ins."""
+    """What decides the verdict: the Packer files, that the stage they upload exists, the
+    Packer version and the stand-ins. The stage's contents are not Packer's to read, so
+    an edit of a provisioner or a rootfs file needs no second `packer validate`."""
     digest = hashlib.sha256()
     digest.update(f"packer {rendered.packer_version}\0".encode())
     digest.update(Path(__file__).read_bytes())  # the stand-ins and the commands run
-    digest.update(tree_hash([rendered.directory], rendered.directory).encode())
+    digest.update(tree_hash(packer_files(rendered.directory), rendered.directory).encode())
+    digest.update(f"stage {(rendered.directory / STAGE).is_dir()}\0".encode())
     return digest.hexdigest()
 
 
@@ -94,10 +119,15 @@ def validate_all(
         if (cache_dir / keys[item.directory]).is_file()
     }
     todo = [item for item in rendered if item.directory not in remembered]
+    try:
+        check_formatting(todo)
+    except OperationFailed as exc:
+        # The links' names say which role and target each drifting file belongs to.
+        raise OperationFailed(f"rendered HCL is not in canonical form: {exc}") from exc
 
     def one(item: RenderedRole) -> str | OperationFailed:
         try:
-            return validate_rendered(item)
+            return validate_rendered(item, formatting=False)
         except OperationFailed as exc:
             return exc
 

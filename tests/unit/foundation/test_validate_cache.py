@@ -41,3 +41,29 @@ def test_a_changed_render_is_validated_again_and_a_failure_names_its_role(
     with pytest.raises(OperationFailed, match=r"frontend \(local\)"):
         validate_all([rendered], tmp_path / "cache")
     assert sorted((tmp_path / "cache").iterdir()) == remembered  # no pass remembered
+
+
+def test_a_stage_only_change_is_not_validated_again_but_a_missing_stage_is(
+    tmp_path: Path,
+) -> None:
+    packer = detect_version()
+    rendered = render_role(load_config("database", "local"), packer, tmp_path / "b")
+    validate_all([rendered], tmp_path / "cache")
+    step = rendered.directory / "stage" / "provisioners" / "provision.py"
+    step.write_text(step.read_text() + "\n# edited\n")
+    assert [c.cached for c in validate_all([rendered], tmp_path / "cache")] == [True]
+    shutil.rmtree(rendered.directory / "stage")
+    with pytest.raises(OperationFailed, match=r"database \(local\)"):
+        validate_all([rendered], tmp_path / "cache")
+
+
+def test_hcl_out_of_canonical_form_is_refused_naming_its_role_and_target(
+    tmp_path: Path,
+) -> None:
+    packer = detect_version()
+    rendered = [render_role(load_config(r, "local"), packer, tmp_path / "b") for r in ROLES]
+    source = rendered[2].directory / "source.pkr.hcl"
+    source.write_text(source.read_text().replace("  format ", "  format     ", 1))
+    with pytest.raises(OperationFailed, match=r"local\.database\.source\.pkr\.hcl"):
+        validate_all(rendered, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()  # nothing remembered

@@ -19,6 +19,7 @@ def test_apt_installs_noninteractively_without_recommends_keeping_old_configs(
     [command] = fake_system.ran("apt-get", "install")
     assert "-y" in command and "--no-install-recommends" in command
     assert "Dpkg::Options::=--force-confold" in command
+    assert "Dpkg::Options::=--force-unsafe-io" in command  # the image is synced at shutdown
     assert command[-1] == "nginx"
     env = fake_system.envs[fake_system.commands.index(command)]
     assert env is not None and env["DEBIAN_FRONTEND"] == "noninteractive"

@@ -3,8 +3,10 @@ have gpg, and put the launch defaults in place."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bakery_provision import prepare
@@ -12,14 +14,18 @@ from bakery_provision.context import StepContext
 from provisioner_fakes import FakeSystem, MakeContext, put_rendered_rootfs
 
 CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+OFFICIAL_AGENT = {
+    "package": "official",
+    "url": "https://agent.example.test/amazon-cloudwatch-agent.deb",
+}
 
 
 @pytest.fixture
 def prepare_context(
     make_context: MakeContext, render_stage: Callable[..., Path]
 ) -> Callable[..., StepContext]:
-    def make(os_family: str = "debian12", with_ca: bool = False) -> StepContext:
-        ctx = make_context("prepare", os=os_family)
+    def make(os_family: str = "debian12", with_ca: bool = False, **plan: Any) -> StepContext:
+        ctx = make_context("prepare", os=os_family, **plan)
         put_rendered_rootfs(ctx, render_stage("backend", os_family))
         if with_ca:
             ca = ctx.artifacts / "ca" / "bake-ca.pem"
@@ -83,7 +89,7 @@ def test_bake_ca_is_trusted_once(
     anchor: str,
     refresh: str,
 ) -> None:
-    ctx = prepare_context(os_family, with_ca=True)
+    ctx = prepare_context(os_family, with_ca=True, agent=OFFICIAL_AGENT)
     prepare.run(ctx)
     assert ctx.path(anchor).read_text() == CA_PEM
     assert len(fake_system.ran(refresh)) == 1
@@ -92,3 +98,64 @@ def test_bake_ca_is_trusted_once(
     prepare.run(ctx)
     assert not fake_system.ran(refresh)
     assert fake_system.install_commands() == []
+
+
+def _stamp_lists(ctx: StepContext, fetched_at: float) -> None:
+    stamp = ctx.path(prepare.APT_LISTS_STAMP)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(f"{fetched_at:.0f}\n")
+
+
+def test_lists_the_base_image_fetched_recently_are_not_fetched_again(
+    prepare_context: Callable[..., StepContext],
+    fake_system: FakeSystem,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ctx = prepare_context()
+    _stamp_lists(ctx, time.time() - 600)
+    prepare.run(ctx)
+    assert not fake_system.ran("apt-get", "update")
+    assert "package lists fetched 10 min ago by the base image: kept" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "fetched_ago_s",
+    [prepare.APT_LISTS_FRESH_S + 60, -3600],
+    ids=["older-than-allowed", "stamp-from-the-future"],
+)
+def test_old_or_doubtful_lists_are_fetched_again(
+    prepare_context: Callable[..., StepContext], fake_system: FakeSystem, fetched_ago_s: float
+) -> None:
+    ctx = prepare_context()
+    _stamp_lists(ctx, time.time() - fetched_ago_s)
+    prepare.run(ctx)
+    assert fake_system.ran("apt-get", "update")
+
+
+def _apt_source(ctx: StepContext, uri: str) -> None:
+    source = ctx.path("/etc/apt/sources.list.d/debian.sources")
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_text(f"Types: deb\nURIs: {uri}\nSuites: bookworm\nComponents: main\n")
+
+
+def test_bake_ca_is_not_trusted_when_nothing_is_fetched_over_https(
+    prepare_context: Callable[..., StepContext],
+    fake_system: FakeSystem,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ctx = prepare_context(with_ca=True)  # the local test double comes by file://
+    _apt_source(ctx, "http://deb.debian.org/debian")
+    prepare.run(ctx)
+    assert not ctx.path("/usr/local/share/ca-certificates/bakery-bake-ca.crt").exists()
+    assert not fake_system.ran("update-ca-certificates")
+    assert "bake CA not trusted: this bake fetches nothing over HTTPS" in capsys.readouterr().out
+
+
+def test_bake_ca_is_trusted_for_an_https_apt_source(
+    prepare_context: Callable[..., StepContext], fake_system: FakeSystem
+) -> None:
+    ctx = prepare_context(with_ca=True)
+    _apt_source(ctx, "https://mirror.example.test/debian")
+    prepare.run(ctx)
+    assert ctx.path("/usr/local/share/ca-certificates/bakery-bake-ca.crt").read_text() == CA_PEM
+    assert len(fake_system.ran("update-ca-certificates")) == 1
