@@ -147,7 +147,7 @@ def _images_named_like_run(
     ec2: EC2Client, cfg: BakeryConfig, run_hash: str
 ) -> dict[str, ImageTypeDef]:
     name = cfg.aws.ami_name_pattern.format(
-        role=cfg.role, os=cfg.os, timestamp="*", inputs_hash=run_hash
+        role=cfg.role, os=cfg.os, arch=cfg.arch, timestamp="*", inputs_hash=run_hash
     )
     found = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [name]}])
     return {image["ImageId"]: image for image in found["Images"]}
@@ -277,6 +277,7 @@ def image_tags(
         **cfg.aws.tags,
         tags.ROLE: cfg.role,
         tags.OS: cfg.os,
+        tags.ARCH: cfg.arch,
         tags.INPUTS_HASH: inputs.inputs_hash,
         tags.GIT_COMMIT: inputs.git_commit,
         tags.PACKER_VERSION: str(rendered.packer_version),
@@ -343,6 +344,7 @@ def build_on_aws(
     record = ImageRecord(
         role=cfg.role,
         os=cfg.os,
+        arch=cfg.arch,
         target="aws",
         image=ami_id,
         inputs_hash=inputs.inputs_hash,

@@ -26,7 +26,7 @@ def source_image_filter(cfg: BakeryConfig) -> list[FilterTypeDef]:
     wanted = cfg.source_image
     return [
         {"Name": "name", "Values": [wanted.name_pattern]},
-        {"Name": "architecture", "Values": [wanted.architecture]},
+        {"Name": "architecture", "Values": [cfg.arch]},
         {"Name": "state", "Values": ["available"]},
         {"Name": "virtualization-type", "Values": ["hvm"]},
         {"Name": "root-device-type", "Values": ["ebs"]},
@@ -34,16 +34,16 @@ def source_image_filter(cfg: BakeryConfig) -> list[FilterTypeDef]:
 
 
 def find_source_image(ec2: EC2Client, cfg: BakeryConfig) -> ImageTypeDef:
-    """The newest available image matching `aws.source_images.<os>`, by CreationDate."""
+    """The newest available image matching `aws.source_images.<os>.<arch>`, by CreationDate."""
     wanted = cfg.source_image
     with aws_errors(f"looking up the source AMI for {cfg.role}"):
         found = ec2.describe_images(Owners=list(wanted.owners), Filters=source_image_filter(cfg))
     images = found.get("Images", [])
     if not images:
         raise BadInput(
-            f"no source AMI in {cfg.aws.region} matches aws.source_images.{cfg.os}: "
+            f"no source AMI in {cfg.aws.region} matches aws.source_images.{cfg.os}.{cfg.arch}: "
             f"owners={list(wanted.owners)}, name={wanted.name_pattern!r}, "
-            f"architecture={wanted.architecture}, state=available, hvm, ebs root; "
+            f"architecture={cfg.arch}, state=available, hvm, ebs root; "
             "check name_pattern and owners (and that the region is right)"
         )
     return max(images, key=lambda image: image.get("CreationDate", ""))
@@ -217,6 +217,8 @@ def image_record(image: ImageTypeDef, role: str, region: str) -> ImageRecord:
     return ImageRecord(
         role=role,
         os=values.get(tags.OS, ""),
+        # Images built before arm64 existed carry no arch tag: they are x86_64.
+        arch=values.get(tags.ARCH) or image.get("Architecture") or "x86_64",
         target="aws",
         image=ami_id,
         inputs_hash=values.get(tags.INPUTS_HASH, ""),

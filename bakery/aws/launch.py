@@ -202,7 +202,7 @@ def launch_template_data(
     }
     data: RequestLaunchTemplateDataTypeDef = {
         "ImageId": image_reference(cfg, environment),
-        "InstanceType": cfg.aws.instance_type,  # type: ignore[typeddict-item]
+        "InstanceType": cfg.instance_type,  # type: ignore[typeddict-item]
         "IamInstanceProfile": {"Name": instance_profile or instance_role_name(cfg.role)},
         # As in verification: the images are tested with IMDSv2 only.
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},

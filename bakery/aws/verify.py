@@ -250,7 +250,7 @@ def _launch(
         "ImageId": ami_id,
         # Launch-time settings arrive as user data, exactly as for any instance.
         "UserData": user_data(None, settings),
-        "InstanceType": cfg.aws.instance_type,  # type: ignore[typeddict-item]
+        "InstanceType": cfg.instance_type,  # type: ignore[typeddict-item]
         "MinCount": 1,
         "MaxCount": 1,
         "KeyName": key_name,
@@ -408,6 +408,7 @@ def verify_image(
     record = read_record(path) or ImageRecord(
         role=cfg.role,
         os=cfg.os,
+        arch=tags.as_dict(image.get("Tags")).get(tags.ARCH, cfg.arch),
         target="aws",
         image=ami_id,
         inputs_hash=tags.as_dict(image.get("Tags")).get(tags.INPUTS_HASH, ""),

@@ -473,7 +473,7 @@ def test_unencrypted_build_spares_an_untagged_copy_named_like_its_images(
 
 def test_no_source_image_fails_before_packer_runs(aws: None, tmp_path: Path) -> None:
     packer = FakePacker()
-    cfg = make_config("backend", "aws.source_images.debian12.owners=['444455556666']")
+    cfg = make_config("backend", "aws.source_images.debian12.x86_64.owners=['444455556666']")
     with pytest.raises(BadInput, match="no source AMI"):
         build_on_aws(
             rendered(tmp_path),
