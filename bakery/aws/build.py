@@ -27,6 +27,7 @@ from bakery.aws import tags
 from bakery.aws.build_access import open_build_access
 from bakery.aws.clients import aws_errors, ec2_client
 from bakery.aws.images import (
+    check_instance_type,
     delete_image,
     delete_orphaned_snapshots,
     delete_snapshot,
@@ -309,6 +310,7 @@ def build_on_aws(
     ec2 = ec2_client(region)
     # Fail in seconds, naming the filter, rather than after Packer has started.
     source = find_source_image(ec2, cfg)
+    check_instance_type(ec2, cfg)
     inputs = inputs or run_inputs(rendered, source["ImageId"])
     run_id = new_run_id()
     directory = rendered.directory

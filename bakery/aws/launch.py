@@ -80,8 +80,10 @@ def read_user_data(path: Path) -> bytes:
 
 
 def template_name(cfg: BakeryConfig, environment: str) -> str:
-    """The launch template's name, also the Name tag of what it launches."""
-    return f"bakery-{cfg.role}-{environment}"
+    """The launch template's name, also the Name tag of what it launches; an arm64
+    role's has its own (its image parameter and instance type differ)."""
+    arch = "" if cfg.arch == "x86_64" else f"-{cfg.arch}"
+    return f"bakery-{cfg.role}-{environment}{arch}"
 
 
 def _reaches_agent_ports(rule: IpPermissionOutputTypeDef) -> list[int]:
