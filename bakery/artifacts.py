@@ -1,8 +1,8 @@
 """What the host prepares for a bake and the image receives in `stage/artifacts/`.
 
 - `wheelhouse/`: the backend's hash-pinned wheels for the guest's Python (3.11,
-  manylinux x86_64), so the guest installs with `--no-index --require-hashes` and
-  never resolves or compiles anything under emulation.
+  manylinux x86_64 or aarch64, by `arch`), so the guest installs with `--no-index
+  --require-hashes` and never resolves or compiles anything under emulation.
 - `app/`: the role's application files (backend code or the static frontend).
 - `agent/`: the CloudWatch agent test double (local target only), built here from
   `tests/doubles/` and verified by sha256 on the image like any pinned package.
@@ -30,7 +30,12 @@ APP_SOURCES = {"backend": REPO_ROOT / "app" / "backend", "frontend": REPO_ROOT /
 REQUIREMENTS = REPO_ROOT / "app" / "backend" / "requirements.txt"
 AGENT_DOUBLE_SOURCES = REPO_ROOT / "tests" / "doubles" / "cloudwatch_agent"
 GUEST_PYTHON = "3.11"  # Debian 12's python3; Amazon Linux 2023 installs python3.11
-GUEST_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+# The wheel platform tags the guest accepts, per image architecture (arm64 is aarch64
+# in wheel tags); requirements.txt pins the hashes of every platform's files.
+GUEST_PLATFORMS = {
+    "x86_64": ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"),
+    "arm64": ("manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64"),
+}
 
 
 @dataclass(frozen=True)
@@ -86,18 +91,20 @@ def wheelhouse_intact(folder: Path) -> bool:
     )
 
 
-def ensure_wheelhouse(cache_dir: Path, progress: Progress, role: str) -> Path:
-    """The backend's wheels for the guest, downloaded once per requirements.txt."""
+def ensure_wheelhouse(cache_dir: Path, progress: Progress, role: str, arch: str = "x86_64") -> Path:
+    """The backend's wheels for the guest's architecture, downloaded once per
+    requirements.txt and architecture."""
     key = tree_hash([REQUIREMENTS], REPO_ROOT)[:16]
-    folder = cache_dir / "wheelhouse" / key
+    # x86_64 keeps the folder it had before arm64, so existing caches stay valid.
+    folder = cache_dir / "wheelhouse" / (key if arch == "x86_64" else f"{key}-{arch}")
     if (folder / "requirements.txt").is_file():
         if wheelhouse_intact(folder):
             return folder
         progress.say(role, f"the cached wheelhouse {folder} fails its hashes: downloading again")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = folder.with_name(f".{key}.partial")
+    scratch = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(scratch, ignore_errors=True)
-    platforms = [arg for platform in GUEST_PLATFORMS for arg in ("--platform", platform)]
+    platforms = [arg for platform in GUEST_PLATFORMS[arch] for arg in ("--platform", platform)]
     with progress.step(role, "download the wheelhouse"):
         try:
             _run(
@@ -162,7 +169,7 @@ def prepare_artifacts(cfg: BakeryConfig, cache_dir: Path, progress: Progress) ->
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     if role == "backend":
-        wheelhouse = ensure_wheelhouse(cache_dir, progress, role)
+        wheelhouse = ensure_wheelhouse(cache_dir, progress, role, cfg.arch)
         shutil.copytree(wheelhouse, directory / "wheelhouse")
     if role in APP_SOURCES:
         shutil.copytree(

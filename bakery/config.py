@@ -54,6 +54,9 @@ launch_settings = _load_launch_settings()
 Role = Literal["backend", "frontend", "database"]
 Target = Literal["local", "aws"]
 OsFamily = Literal["debian12", "al2023"]
+# The CPU architecture of an image, as EC2 names it (DescribeImages' `architecture`).
+Arch = Literal["x86_64", "arm64"]
+ARCHES: tuple[Arch, ...] = ("x86_64", "arm64")
 
 # Values that end up in env files, systemd units and nginx config: no spaces, quotes,
 # `$`, `%`, backslashes or newlines, so that no file we write can be broken by them.
@@ -221,7 +224,9 @@ class AgentSettings(Section):
         description="official: the signed AWS package; test-double: tests/doubles (local only)"
     )
     min_version: VersionString
-    sources: dict[OsFamily, AgentSource]
+    sources: dict[OsFamily, dict[Arch, AgentSource]] = Field(
+        description="per OS family, then per architecture: the package and how to verify it"
+    )
 
 
 class OtelSettings(Section):
@@ -287,16 +292,17 @@ class LaunchDefaults(Section):
 
 
 class SourceImageFilter(Section):
-    """How to find the newest source AMI."""
+    """How to find the newest source AMI of one OS family and architecture (the
+    architecture filter is the key it sits under: `aws.source_images.<os>.<arch>`)."""
 
     owners: list[Annotated[str, StringConstraints(pattern=r"^([0-9]{12}|amazon|self)$")]] = Field(
         min_length=1
     )
     name_pattern: Annotated[str, StringConstraints(min_length=1, pattern=r"^[^\s\"'$`\\]+$")]
-    architecture: Literal["x86_64", "arm64"]
 
 
-AMI_NAME_FIELDS = ("role", "os", "timestamp", "inputs_hash")
+InstanceType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]
+AMI_NAME_FIELDS = ("role", "os", "arch", "timestamp", "inputs_hash")
 
 
 def _check_ami_name_pattern(value: str) -> str:
@@ -304,7 +310,7 @@ def _check_ami_name_pattern(value: str) -> str:
         value.format(**{name: "x" for name in AMI_NAME_FIELDS})
     except (ValueError, KeyError, IndexError, AttributeError) as exc:
         raise ValueError(
-            f"not a name pattern ({exc}): use {{role}}, {{os}}, {{timestamp}} or "
+            f"not a name pattern ({exc}): use {{role}}, {{os}}, {{arch}}, {{timestamp}} or "
             "{inputs_hash} and no other braces"
         ) from None
     fields = set(re.findall(r"\{([^{}]*)\}", value))
@@ -324,8 +330,11 @@ class AwsSettings(Section):
     """The AWS side: source AMI, build instance, the AMI's guarantees and its release."""
 
     region: Region
-    source_images: dict[OsFamily, SourceImageFilter]
-    instance_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]
+    source_images: dict[OsFamily, dict[Arch, SourceImageFilter]]
+    instance_types: dict[Arch, InstanceType] = Field(
+        description="the build (and verification) instance type per architecture; a type "
+        "of the other architecture is refused before the build (DescribeInstanceTypes)"
+    )
     subnet_id: Annotated[str, StringConstraints(pattern=r"^subnet-[0-9a-f]{8,17}$")] | None = None
     security_group_id: Annotated[str, StringConstraints(pattern=r"^sg-[0-9a-f]{8,17}$")] | None = (
         None
@@ -373,6 +382,26 @@ class LocalSettings(Section):
         default=None,
         description="PEM file or folder of *.crt trusted during the bake only (corporate proxy)",
     )
+    arm64_firmware: AbsolutePath = Field(
+        description="the UEFI firmware an arm64 guest boots (Debian's qemu-efi-aarch64)"
+    )
+
+
+class LocalMachine:
+    """How QEMU emulates one architecture: its program, the Debian package that has it,
+    the machine type and the CPU model (None: QEMU's default for the machine)."""
+
+    def __init__(self, program: str, package: str, machine: str, cpu: str | None) -> None:
+        self.program, self.package, self.machine, self.cpu = program, package, machine, cpu
+
+
+# arm64 runs on QEMU's generic `virt` board with UEFI; its default CPU is a 32-bit
+# Cortex-A15, so the CPU model is `max` (every feature TCG emulates, 64-bit).
+LOCAL_MACHINES: dict[str, LocalMachine] = {
+    "x86_64": LocalMachine("qemu-system-x86_64", "qemu-system-x86", "pc", None),
+    "arm64": LocalMachine("qemu-system-aarch64", "qemu-system-arm", "virt", "max"),
+}
+ARM64_FIRMWARE_PACKAGE = "qemu-efi-aarch64"
 
 
 class SshSettings(Section):
@@ -503,6 +532,7 @@ class BakeryConfig(Section):
     role: Role
     target: Target
     os: OsFamily
+    arch: Arch = Field(description="the image's CPU architecture: x86_64 or arm64 (Graviton)")
     service: ServiceSettings
     app: AppSettings
     agent: AgentSettings
@@ -517,21 +547,40 @@ class BakeryConfig(Section):
 
     @model_validator(mode="after")
     def _fits_target(self) -> BakeryConfig:
-        if self.os not in self.agent.sources:
-            raise ValueError(f"agent.sources has no entry for os {self.os!r}")
-        if self.os not in self.aws.source_images:
-            raise ValueError(f"aws.source_images has no entry for os {self.os!r}")
+        for key, table in (
+            ("agent.sources", self.agent.sources),
+            ("aws.source_images", self.aws.source_images),
+        ):
+            if self.os not in table:
+                raise ValueError(f"{key} has no entry for os {self.os!r}")
+            if self.arch not in table[self.os]:
+                raise ValueError(
+                    f"{key}.{self.os} has no entry for arch {self.arch!r}: add one, or "
+                    f"choose an arch it has ({', '.join(sorted(table[self.os]))})"
+                )
+        if self.arch not in self.aws.instance_types:
+            raise ValueError(f"aws.instance_types has no entry for arch {self.arch!r}")
         if self.os not in self.ssh.usernames:
             raise ValueError(f"ssh.usernames has no entry for os {self.os!r}")
         return self
 
     @property
     def agent_source(self) -> AgentSource:
-        return self.agent.sources[self.os]
+        return self.agent.sources[self.os][self.arch]
 
     @property
     def source_image(self) -> SourceImageFilter:
-        return self.aws.source_images[self.os]
+        return self.aws.source_images[self.os][self.arch]
+
+    @property
+    def local_machine(self) -> LocalMachine:
+        """How the local target's QEMU runs this image's architecture."""
+        return LOCAL_MACHINES[self.arch]
+
+    @property
+    def instance_type(self) -> str:
+        """The instance type that builds and verifies this role's image of this arch."""
+        return self.aws.instance_types[self.arch]
 
     @property
     def ssh_username(self) -> str:
@@ -787,7 +836,7 @@ def _check_path_exists(label: str, parts: list[str]) -> None:
     node: Any = BakeryConfig
     for depth, part in enumerate(parts):
         here = ".".join(parts[: depth + 1])
-        if isinstance(node, _DictOf):  # agent.sources.<os>: any key, then a section
+        if isinstance(node, _DictOf):  # agent.sources.<os>.<arch>: any key, then its value
             node = node.value_type
         elif node is dict:  # aws.tags.<key>: any key, then a plain value
             node = None
@@ -804,9 +853,10 @@ def _check_path_exists(label: str, parts: list[str]) -> None:
 
 
 class _DictOf:
-    """A dict field whose values are sections (e.g. agent.sources.<os>)."""
+    """A dict field whose values are sections or dicts of sections (e.g.
+    agent.sources.<os>.<arch>): what one key below it holds."""
 
-    def __init__(self, value_type: type[BaseModel]) -> None:
+    def __init__(self, value_type: Any) -> None:
         self.value_type = value_type
 
 
@@ -816,6 +866,9 @@ def _section_type(annotation: Any) -> Any:
         value_type = annotation.__args__[1]
         if isinstance(value_type, type) and issubclass(value_type, BaseModel):
             return _DictOf(value_type)
+        inner = _section_type(value_type)
+        if isinstance(inner, _DictOf):
+            return _DictOf(inner)
         return dict
     candidates: Iterable[Any] = getattr(annotation, "__args__", None) or (annotation,)
     for candidate in candidates:

@@ -70,7 +70,7 @@ def aws_ami(ref: str, cfg: BakeryConfig | None) -> str | None:
     if cfg is None or cfg.target != "aws":
         raise BadInput(f"diff: {ref!r} needs --target aws and one --role")
     if ref == "newest":
-        images = newest_first(role_images(ec2_client(cfg.aws.region), cfg.role))
+        images = newest_first(role_images(ec2_client(cfg.aws.region), cfg.role, cfg.arch))
         verified = [image["ImageId"] for image in images if status(image) == VERIFIED]
         if not verified:
             raise BadInput(f"diff: no verified {cfg.role} AMI in {cfg.aws.region}")

@@ -24,6 +24,7 @@ REJECTED = "rejected"
 _COMMON = (
     "role",
     "os",
+    "arch",
     "target",
     "image",
     "inputs_hash",
@@ -54,6 +55,8 @@ class ImageRecord:
     path: Path
     status: str = BUILT
     packer_log: str = ""
+    # Records written before arm64 existed have no `arch`: they are all x86_64.
+    arch: str = "x86_64"
     details: dict[str, Any] = field(default_factory=dict)
     verification: dict[str, Any] | None = None
 
@@ -79,13 +82,14 @@ class ImageRecord:
             path=path,
             status=str(data.get("status", BUILT)),
             packer_log=str(data.get("packer_log", "")),
+            arch=str(data.get("arch", "x86_64")),
             details=details,
             verification=data.get("verification"),
         )
 
 
 # `invoke images`: the same columns for every target (a target may add its own after).
-LISTING_COLUMNS = ("role", "image", "built", "status", "inputs hash", "size MB")
+LISTING_COLUMNS = ("role", "arch", "image", "built", "status", "inputs hash", "size MB")
 
 
 def listing_row(record: ImageRecord, image: str | None = None) -> tuple[str, ...]:
@@ -94,6 +98,7 @@ def listing_row(record: ImageRecord, image: str | None = None) -> tuple[str, ...
     size = record.details.get("size_bytes")
     return (
         record.role,
+        record.arch,
         image or record.image,
         record.built_at or "-",
         record.status or "-",

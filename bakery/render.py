@@ -261,6 +261,7 @@ def _ami_name_expression(cfg: BakeryConfig) -> str:
     name = cfg.aws.ami_name_pattern.format(
         role=cfg.role,
         os=cfg.os,
+        arch=cfg.arch,
         timestamp="${local.build_time}",
         inputs_hash="${var.inputs_hash}",
     )

@@ -27,6 +27,7 @@ from bakery.aws import tags
 from bakery.aws.build_access import open_build_access
 from bakery.aws.clients import aws_errors, ec2_client
 from bakery.aws.images import (
+    check_instance_type,
     delete_image,
     delete_orphaned_snapshots,
     delete_snapshot,
@@ -147,7 +148,7 @@ def _images_named_like_run(
     ec2: EC2Client, cfg: BakeryConfig, run_hash: str
 ) -> dict[str, ImageTypeDef]:
     name = cfg.aws.ami_name_pattern.format(
-        role=cfg.role, os=cfg.os, timestamp="*", inputs_hash=run_hash
+        role=cfg.role, os=cfg.os, arch=cfg.arch, timestamp="*", inputs_hash=run_hash
     )
     found = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [name]}])
     return {image["ImageId"]: image for image in found["Images"]}
@@ -277,6 +278,7 @@ def image_tags(
         **cfg.aws.tags,
         tags.ROLE: cfg.role,
         tags.OS: cfg.os,
+        tags.ARCH: cfg.arch,
         tags.INPUTS_HASH: inputs.inputs_hash,
         tags.GIT_COMMIT: inputs.git_commit,
         tags.PACKER_VERSION: str(rendered.packer_version),
@@ -308,6 +310,7 @@ def build_on_aws(
     ec2 = ec2_client(region)
     # Fail in seconds, naming the filter, rather than after Packer has started.
     source = find_source_image(ec2, cfg)
+    check_instance_type(ec2, cfg)
     inputs = inputs or run_inputs(rendered, source["ImageId"])
     run_id = new_run_id()
     directory = rendered.directory
@@ -343,6 +346,7 @@ def build_on_aws(
     record = ImageRecord(
         role=cfg.role,
         os=cfg.os,
+        arch=cfg.arch,
         target="aws",
         image=ami_id,
         inputs_hash=inputs.inputs_hash,

@@ -217,7 +217,7 @@ def _launch(
     request: RunInstancesRequestTypeDef = {
         "ImageId": ami_id,
         "UserData": user_data,
-        "InstanceType": cfg.aws.instance_type,  # type: ignore[typeddict-item]
+        "InstanceType": cfg.instance_type,  # type: ignore[typeddict-item]
         "MinCount": 1,
         "MaxCount": 1,
         "IamInstanceProfile": {"Name": instance_role_name(cfg.role)},

@@ -187,6 +187,7 @@ def pipeline_policy(configs: Sequence[BakeryConfig], packer: PackerVersion | Non
             [
                 "ec2:DescribeImages",
                 "ec2:DescribeInstanceStatus",
+                "ec2:DescribeInstanceTypes",
                 "ec2:DescribeInstances",
                 "ec2:DescribeKeyPairs",
                 "ec2:DescribeLaunchTemplateVersions",

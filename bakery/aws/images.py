@@ -26,7 +26,7 @@ def source_image_filter(cfg: BakeryConfig) -> list[FilterTypeDef]:
     wanted = cfg.source_image
     return [
         {"Name": "name", "Values": [wanted.name_pattern]},
-        {"Name": "architecture", "Values": [wanted.architecture]},
+        {"Name": "architecture", "Values": [cfg.arch]},
         {"Name": "state", "Values": ["available"]},
         {"Name": "virtualization-type", "Values": ["hvm"]},
         {"Name": "root-device-type", "Values": ["ebs"]},
@@ -34,31 +34,68 @@ def source_image_filter(cfg: BakeryConfig) -> list[FilterTypeDef]:
 
 
 def find_source_image(ec2: EC2Client, cfg: BakeryConfig) -> ImageTypeDef:
-    """The newest available image matching `aws.source_images.<os>`, by CreationDate."""
+    """The newest available image matching `aws.source_images.<os>.<arch>`, by CreationDate."""
     wanted = cfg.source_image
     with aws_errors(f"looking up the source AMI for {cfg.role}"):
         found = ec2.describe_images(Owners=list(wanted.owners), Filters=source_image_filter(cfg))
     images = found.get("Images", [])
     if not images:
         raise BadInput(
-            f"no source AMI in {cfg.aws.region} matches aws.source_images.{cfg.os}: "
+            f"no source AMI in {cfg.aws.region} matches aws.source_images.{cfg.os}.{cfg.arch}: "
             f"owners={list(wanted.owners)}, name={wanted.name_pattern!r}, "
-            f"architecture={wanted.architecture}, state=available, hvm, ebs root; "
+            f"architecture={cfg.arch}, state=available, hvm, ebs root; "
             "check name_pattern and owners (and that the region is right)"
         )
     return max(images, key=lambda image: image.get("CreationDate", ""))
 
 
-def role_images(ec2: EC2Client, role: str | None = None) -> list[ImageTypeDef]:
-    """bakery's images in this account and region, of one role or of all roles."""
-    wanted: FilterTypeDef = (
+def role_images(
+    ec2: EC2Client, role: str | None = None, arch: str | None = None
+) -> list[ImageTypeDef]:
+    """bakery's images in this account and region, of one role or of all roles, of one
+    architecture or of both."""
+    wanted: list[FilterTypeDef] = [
         {"Name": f"tag:{tags.ROLE}", "Values": [role]}
         if role
         else {"Name": "tag-key", "Values": [tags.ROLE]}
-    )
+    ]
+    if arch:
+        # The image's own attribute: images tagged before bakery:arch existed have it too.
+        wanted.append({"Name": "architecture", "Values": [arch]})
     with aws_errors("listing bakery's images"):
-        pages = ec2.get_paginator("describe_images").paginate(Owners=["self"], Filters=[wanted])
+        pages = ec2.get_paginator("describe_images").paginate(Owners=["self"], Filters=wanted)
         return [image for page in pages for image in page.get("Images", [])]
+
+
+def image_arch(image: ImageTypeDef) -> str:
+    """The image's CPU architecture: EC2's attribute, else bakery's tag, else x86_64
+    (the only one before arm64)."""
+    values = tags.as_dict(image.get("Tags"))
+    return str(image.get("Architecture") or values.get(tags.ARCH) or "x86_64")
+
+
+def check_instance_type(ec2: EC2Client, cfg: BakeryConfig) -> None:
+    """Refuse, before anything is launched, an instance type that cannot run the image's
+    architecture (a t3 for arm64, a t4g for x86_64), or that the region does not offer."""
+    wanted = cfg.instance_type
+    key = f"aws.instance_types.{cfg.arch}"
+    with aws_errors(f"looking up the instance type {wanted}"):
+        try:
+            found = ec2.describe_instance_types(InstanceTypes=[wanted])  # type: ignore[list-item]
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) != "InvalidInstanceType":
+                raise
+            found = {"InstanceTypes": []}  # type: ignore[typeddict-item]
+    offered = found.get("InstanceTypes", [])
+    if not offered:
+        raise BadInput(f"{key}: {wanted} is not an instance type in {cfg.aws.region}")
+    supported = offered[0].get("ProcessorInfo", {}).get("SupportedArchitectures", [])
+    if cfg.arch not in supported:
+        raise BadInput(
+            f"{key}: {wanted} runs {', '.join(supported) or 'no known architecture'}, not "
+            f"{cfg.arch}: choose a type of that architecture"
+            + (" (Graviton: t4g, m7g, c7g)" if cfg.arch == "arm64" else " (e.g. t3, m7i)")
+        )
 
 
 def describe_image(ec2: EC2Client, ami_id: str) -> ImageTypeDef | None:
@@ -73,8 +110,11 @@ def describe_image(ec2: EC2Client, ami_id: str) -> ImageTypeDef | None:
     return images[0] if images else None
 
 
-def role_image(ec2: EC2Client, ami_id: str, role: str, region: str) -> ImageTypeDef:
-    """The image `ami_id`, which must exist and be bakery's image of `role`."""
+def role_image(
+    ec2: EC2Client, ami_id: str, role: str, region: str, arch: str | None = None
+) -> ImageTypeDef:
+    """The image `ami_id`, which must exist and be bakery's image of `role` (and of
+    `arch`, when given)."""
     with aws_errors(f"looking up {ami_id}"):
         image = describe_image(ec2, ami_id)
     if image is None:
@@ -83,6 +123,9 @@ def role_image(ec2: EC2Client, ami_id: str, role: str, region: str) -> ImageType
     if owner != role:
         what = f"the {owner} role's image" if owner else "not an image bakery built"
         raise BadInput(f"{ami_id} is {what}, not the {role} role's")
+    found = image_arch(image)
+    if arch is not None and found != arch:
+        raise BadInput(f"{ami_id} is a {found} image, not {arch}: add --set arch={found}")
     return image
 
 
@@ -217,6 +260,8 @@ def image_record(image: ImageTypeDef, role: str, region: str) -> ImageRecord:
     return ImageRecord(
         role=role,
         os=values.get(tags.OS, ""),
+        # Images built before arm64 existed carry no arch tag: they are x86_64.
+        arch=image_arch(image),
         target="aws",
         image=ami_id,
         inputs_hash=values.get(tags.INPUTS_HASH, ""),
@@ -237,7 +282,8 @@ def image_record(image: ImageTypeDef, role: str, region: str) -> ImageRecord:
 
 
 def list_images(configs: Sequence[BakeryConfig]) -> list[ImageRecord]:
-    """bakery's images of the configs' roles in their regions, newest first per role."""
+    """bakery's images of the configs' roles in their regions, newest first per role;
+    both architectures (the listing's arch column tells them apart)."""
     records: list[ImageRecord] = []
     for cfg in configs:
         # copy_regions may name the home region too: list each region once.

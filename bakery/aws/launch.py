@@ -80,8 +80,10 @@ def read_user_data(path: Path) -> bytes:
 
 
 def template_name(cfg: BakeryConfig, environment: str) -> str:
-    """The launch template's name, also the Name tag of what it launches."""
-    return f"bakery-{cfg.role}-{environment}"
+    """The launch template's name, also the Name tag of what it launches; an arm64
+    role's has its own (its image parameter and instance type differ)."""
+    arch = "" if cfg.arch == "x86_64" else f"-{cfg.arch}"
+    return f"bakery-{cfg.role}-{environment}{arch}"
 
 
 def _reaches_agent_ports(rule: IpPermissionOutputTypeDef) -> list[int]:
@@ -202,7 +204,7 @@ def launch_template_data(
     }
     data: RequestLaunchTemplateDataTypeDef = {
         "ImageId": image_reference(cfg, environment),
-        "InstanceType": cfg.aws.instance_type,  # type: ignore[typeddict-item]
+        "InstanceType": cfg.instance_type,  # type: ignore[typeddict-item]
         "IamInstanceProfile": {"Name": instance_profile or instance_role_name(cfg.role)},
         # As in verification: the images are tested with IMDSv2 only.
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},

@@ -1,4 +1,5 @@
-"""Removing old AMIs: per role and region, keep the N newest verified images and every
+"""Removing old AMIs: per role, architecture and region, keep the N newest verified
+images (x86_64 and arm64 each keep their own N, whatever arch the config names) and every
 image an environment uses or used, or that an instance (in any state but terminated),
 a launch template version or an Auto Scaling launch configuration names; deregister the
 rest and delete their snapshots. "Region" is every region prune manages: each config's
@@ -21,6 +22,7 @@ from bakery.aws.clients import autoscaling_client, aws_errors, ec2_client, ssm_c
 from bakery.aws.images import (
     delete_image,
     delete_orphaned_snapshots,
+    image_arch,
     newest_first,
     orphaned_snapshots,
     regions_of,
@@ -56,6 +58,7 @@ class PruneRow:
     decision: str
     reason: str
     deleted: bool = False
+    arch: str = ""
 
 
 def _decide(
@@ -79,8 +82,8 @@ def _decide(
     status = values.get(tags.STATUS, "")
     if status == tags.VERIFIED and verified_rank is not None:
         if verified_rank < keep:
-            return KEEP, f"one of the {keep} newest verified"
-        return DELETE, f"older than the {keep} newest verified"
+            return KEEP, f"one of the {keep} newest verified (of its arch)"
+        return DELETE, f"older than the {keep} newest verified (of its arch)"
     if status == tags.REJECTED:
         if created is not None and now - created > REJECTED_GRACE:
             return DELETE, "rejected more than a day ago"
@@ -189,16 +192,18 @@ def prune(
             for name, value in parameter_values(ssm_client(region), cfg.aws.ssm_prefix).items():
                 pointers.setdefault(value, []).append(f"{name} points to it")
             images = newest_first(role_images(ec2, cfg.role))
-            verified = [
-                i["ImageId"]
-                for i in images
-                if tags.as_dict(i.get("Tags")).get(tags.STATUS) == tags.VERIFIED
-            ]
+            # Ranked per architecture: a new arm64 image never pushes out an x86_64 one.
+            verified: dict[str, list[str]] = {}
+            for image in images:
+                if tags.as_dict(image.get("Tags")).get(tags.STATUS) == tags.VERIFIED:
+                    verified.setdefault(image_arch(image), []).append(image["ImageId"])
             for image in images:
                 values = tags.as_dict(image.get("Tags"))
                 ami_id = image["ImageId"]
+                arch = image_arch(image)
                 created = tags.parse_timestamp(image.get("CreationDate", ""))
-                rank = verified.index(ami_id) if ami_id in verified else None
+                ranked = verified.get(arch, [])
+                rank = ranked.index(ami_id) if ami_id in ranked else None
                 decision, reason = _decide(
                     image.get("State", ""),
                     values,
@@ -225,6 +230,7 @@ def prune(
                         decision=decision,
                         reason=reason,
                         deleted=deleted,
+                        arch=arch,
                     )
                 )
     return rows

@@ -1,7 +1,9 @@
 """Promoting a verified AMI to an environment, and rolling an environment back.
 
 An environment's AMI is the SSM parameter `<aws.ssm_prefix>/<environment>/<role>/ami-id`
-(DataType `aws:ec2:image`, so launch templates can resolve it). Every promotion is a
+(DataType `aws:ec2:image`, so launch templates can resolve it); an arm64 image's is
+`<aws.ssm_prefix>/<environment>/<role>/arm64/ami-id`, beside it, so both architectures of
+a role are released, rolled back and launched each on its own. Every promotion is a
 new parameter version: the history is the record of what ran where and when. The
 labels `current` and `previous` move with each change (moving labels never pin old
 versions, so SSM's 100-version limit is never blocked). The AMI is tagged
@@ -35,7 +37,14 @@ from bakery.aws.distribute import (
     kms_key_for,
     share_image,
 )
-from bakery.aws.images import describe_image, newest_first, role_image, role_images, status
+from bakery.aws.images import (
+    describe_image,
+    image_arch,
+    newest_first,
+    role_image,
+    role_images,
+    status,
+)
 from bakery.aws.progress import say
 from bakery.config import BakeryConfig
 from bakery.errors import BadInput, OperationFailed
@@ -82,8 +91,11 @@ def check_environment(environment: str) -> str:
 
 
 def parameter_name(cfg: BakeryConfig, environment: str) -> str:
-    """The SSM parameter holding the AMI id of the role in the environment."""
-    return f"{cfg.aws.ssm_prefix}/{environment}/{cfg.role}/ami-id"
+    """The SSM parameter holding the AMI id of the role (of its arch) in the environment.
+    x86_64 keeps the name it had before arm64 existed, so the launch templates and other
+    readers that name it keep resolving; arm64 has one of its own beside it."""
+    arch = "" if cfg.arch == "x86_64" else f"/{cfg.arch}"
+    return f"{cfg.aws.ssm_prefix}/{environment}/{cfg.role}{arch}/ami-id"
 
 
 def parameter_history(ssm: SSMClient, name: str) -> list[ParameterVersion]:
@@ -122,25 +134,27 @@ def _rollback_target(
         values = tags.as_dict(image.get("Tags"))
         if (
             values.get(tags.ROLE) == cfg.role
+            and image_arch(image) == cfg.arch
             and values.get(tags.STATUS) == tags.VERIFIED
             and tags.rolled_back_key(environment) not in values
         ):
             return image
     raise BadInput(
         f"nothing to roll back to: the history of {parameter_name(cfg, environment)} has no "
-        f"earlier verified {cfg.role} AMI that still exists"
+        f"earlier verified {cfg.arch} {cfg.role} AMI that still exists"
     )
 
 
 def _image_to_promote(ec2: EC2Client, cfg: BakeryConfig, ami_id: str | None) -> ImageTypeDef:
     if ami_id is not None:
-        image = role_image(ec2, ami_id, cfg.role, cfg.aws.region)
+        image = role_image(ec2, ami_id, cfg.role, cfg.aws.region, cfg.arch)
     else:
-        verified = [i for i in role_images(ec2, cfg.role) if status(i) == tags.VERIFIED]
+        verified = [i for i in role_images(ec2, cfg.role, cfg.arch) if status(i) == tags.VERIFIED]
         if not verified:
+            arch = "" if cfg.arch == "x86_64" else f" --set arch={cfg.arch}"
             raise BadInput(
-                f"no verified {cfg.role} AMI in {cfg.aws.region}: run "
-                f"`invoke verify --target aws --role {cfg.role}` first"
+                f"no verified {cfg.arch} {cfg.role} AMI in {cfg.aws.region}: run "
+                f"`invoke verify --target aws --role {cfg.role}{arch}` first"
             )
         image = newest_first(verified)[0]
     found = status(image)
@@ -294,7 +308,7 @@ def release(
         rollback and unfinished is not None and unfinished.description.startswith("bakery rollback")
     )
     if resume_rollback and unfinished is not None:
-        image = role_image(ec2, unfinished.value, cfg.role, region)
+        image = role_image(ec2, unfinished.value, cfg.role, region, cfg.arch)
     elif rollback:  # back from what launches now, finished or not
         image = _rollback_target(ec2, cfg, environment, history)
     else:

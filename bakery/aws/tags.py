@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 PREFIX = "bakery:"
 ROLE = "bakery:role"
 OS = "bakery:os"
+# The image's CPU architecture (x86_64, arm64): images of one role and both arches
+# live side by side, each released and pruned on its own (docs/aws.md).
+ARCH = "bakery:arch"
 INPUTS_HASH = "bakery:inputs-hash"
 GIT_COMMIT = "bakery:git-commit"
 PACKER_VERSION = "bakery:packer-version"

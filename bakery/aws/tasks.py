@@ -146,11 +146,12 @@ def prune(
     results.print(
         _table(
             f"prune ({'applied' if apply else 'dry run: nothing changed'})",
-            ["ami", "role", "region", "created", "status", "decision", "reason"],
+            ["ami", "role", "arch", "region", "created", "status", "decision", "reason"],
             [
                 (
                     r.ami_id,
                     r.role,
+                    r.arch or "-",
                     r.region,
                     r.created,
                     r.status,

@@ -30,7 +30,14 @@ import botocore.exceptions
 from bakery.aws import tags
 from bakery.aws.build import build_on_aws
 from bakery.aws.clients import aws_errors, ec2_client
-from bakery.aws.images import newest_first, role_image, role_images, status, tag_image
+from bakery.aws.images import (
+    check_instance_type,
+    newest_first,
+    role_image,
+    role_images,
+    status,
+    tag_image,
+)
 from bakery.aws.network import (
     KEY_PAIR,
     SECURITY_GROUP,
@@ -252,7 +259,7 @@ def _launch(
         "ImageId": ami_id,
         # Launch-time settings arrive as user data, exactly as for any instance.
         "UserData": user_data(None, settings),
-        "InstanceType": cfg.aws.instance_type,  # type: ignore[typeddict-item]
+        "InstanceType": cfg.instance_type,  # type: ignore[typeddict-item]
         "MinCount": 1,
         "MaxCount": 1,
         "KeyName": key_name,
@@ -295,12 +302,13 @@ def _wait_until_reachable(ec2: EC2Client, instance_id: str) -> str:
 
 def _image_to_verify(ec2: EC2Client, cfg: BakeryConfig, ami_id: str | None) -> ImageTypeDef:
     if ami_id is not None:
-        return role_image(ec2, ami_id, cfg.role, cfg.aws.region)
-    built = [image for image in role_images(ec2, cfg.role) if status(image) == tags.BUILT]
+        return role_image(ec2, ami_id, cfg.role, cfg.aws.region, cfg.arch)
+    built = [image for image in role_images(ec2, cfg.role, cfg.arch) if status(image) == tags.BUILT]
     if not built:
+        arch = "" if cfg.arch == "x86_64" else f" --set arch={cfg.arch}"
         raise BadInput(
-            f"no built (unverified) {cfg.role} AMI in {cfg.aws.region}: "
-            f"run `invoke build --target aws --role {cfg.role}` or name an AMI id"
+            f"no built (unverified) {cfg.arch} {cfg.role} AMI in {cfg.aws.region}: "
+            f"run `invoke build --target aws --role {cfg.role}{arch}` or name an AMI id"
         )
     return newest_first(built)[0]
 
@@ -403,6 +411,7 @@ def verify_image(
     region = cfg.aws.region
     ec2 = ec2_client(region)
     image = _image_to_verify(ec2, cfg, ami_id)
+    check_instance_type(ec2, cfg)
     ami_id = image["ImageId"]
     reports_dir.mkdir(parents=True, exist_ok=True)
     junit_path = reports_dir / f"{cfg.role}-{ami_id}.xml"
@@ -410,6 +419,7 @@ def verify_image(
     record = read_record(path) or ImageRecord(
         role=cfg.role,
         os=cfg.os,
+        arch=tags.as_dict(image.get("Tags")).get(tags.ARCH, cfg.arch),
         target="aws",
         image=ami_id,
         inputs_hash=tags.as_dict(image.get("Tags")).get(tags.INPUTS_HASH, ""),

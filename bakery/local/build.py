@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bakery import processes
 from bakery.artifacts import prepare_artifacts
-from bakery.config import REPO_ROOT, BakeryConfig
+from bakery.config import ARM64_FIRMWARE_PACKAGE, REPO_ROOT, BakeryConfig
 from bakery.diff import history_path
 from bakery.errors import BadInput, BakeryError, MissingTool, OperationFailed
 from bakery.hcl import write_var_file
@@ -331,6 +331,7 @@ class LocalTarget:
             record = ImageRecord(
                 role=role,
                 os=cfg.os,
+                arch=cfg.arch,
                 target=self.name,
                 image=f"{role}-{inputs.inputs_hash}.qcow2",
                 inputs_hash=inputs.inputs_hash,
@@ -499,6 +500,30 @@ def guests_at_once() -> int:
     return max(1, min(3, len(os.sched_getaffinity(0))))
 
 
+def check_host_can_bake(cfg: BakeryConfig) -> None:
+    """Refuse, before anything starts, a bake this host cannot run: the QEMU of the
+    image's architecture, and for arm64 its UEFI firmware, name the package to install.
+    Rendering and `packer validate` need neither; x86_64's tools are checked where the
+    base image is made (bakery/local/base_image.py)."""
+    if cfg.arch != "arm64":
+        return
+    machine = cfg.local_machine
+    if shutil.which(machine.program) is None:
+        raise MissingTool(machine.program, f"install it with `apt-get install {machine.package}`")
+    firmware = cfg.local.arm64_firmware
+    if not Path(firmware).is_file():
+        raise BadInput(
+            f"local.arm64_firmware: {firmware} does not exist: install the UEFI firmware "
+            f"with `apt-get install {ARM64_FIRMWARE_PACKAGE}` (or point the setting at "
+            "an AArch64 UEFI image)"
+        )
+    raise BadInput(
+        f"--set arch=arm64 --target local ({cfg.role}): the local arm64 bake needs an "
+        "arm64 Debian base image, which bakery does not make yet (issue #16): bake "
+        "arm64 with --target aws, or use `invoke validate --set arch=arm64`"
+    )
+
+
 def build_local(
     configs: list[BakeryConfig],
     progress: Progress,
@@ -507,6 +532,8 @@ def build_local(
     on_result: Callable[[RoleResult], None] | None = None,
 ) -> list[RoleResult]:
     """Build the selected roles' local images; failed roles are reported, not raised."""
+    for cfg in configs:
+        check_host_can_bake(cfg)
     results = LocalBuild(configs, progress, force=force).run(parallel)
     if on_result:
         for result in results:

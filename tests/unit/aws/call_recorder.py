@@ -33,6 +33,7 @@ RECORD_ENV = "BAKERY_RECORD_AWS_CALLS"
 RECORDED_ENV = "BAKERY_RECORDED_AWS_CALLS"
 # The modules whose moto runs exercise every AWS operation bakery has, and Packer's.
 RECORDED_MODULES = (
+    "test_arch.py",
     "test_build.py",
     "test_canary.py",
     "test_distribute.py",

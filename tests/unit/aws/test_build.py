@@ -94,7 +94,7 @@ def make_build_image(
     ec2: Any, instance: str, run_id: str | None, name_time: str = NAME_TIME
 ) -> str:
     """The AMI of a build, tagged as Packer tags it once available (not yet: None)."""
-    ami = ec2.create_image(InstanceId=instance, Name=f"bakery-backend-debian12-{name_time}")
+    ami = ec2.create_image(InstanceId=instance, Name=f"bakery-backend-debian12-x86_64-{name_time}")
     if run_id is not None:
         # Packer tags the AMI but (here) not its snapshot: bakery must re-tag both.
         ec2.create_tags(
@@ -200,7 +200,7 @@ class ConcurrentRun:
 
 def copy_encrypted(ec2: Any, ami: str, name_time: str = NAME_TIME) -> str:
     """What Packer 1.6 does with encrypt_boot: copy the AMI into the run's AMI name."""
-    name = f"bakery-backend-debian12-{name_time}"
+    name = f"bakery-backend-debian12-x86_64-{name_time}"
     copy = ec2.copy_image(SourceImageId=ami, SourceRegion=REGION, Name=name, Encrypted=True)
     return str(copy["ImageId"])
 
@@ -286,6 +286,7 @@ def test_build_tags_image_and_snapshots_and_writes_record(ec2: Any, tmp_path: Pa
     expected = {
         tags.ROLE: "backend",
         tags.OS: "debian12",
+        tags.ARCH: "x86_64",
         tags.INPUTS_HASH: INPUTS.inputs_hash,
         tags.GIT_COMMIT: INPUTS.git_commit,
         tags.PACKER_VERSION: "1.6.6",
@@ -473,7 +474,7 @@ def test_unencrypted_build_spares_an_untagged_copy_named_like_its_images(
 
 def test_no_source_image_fails_before_packer_runs(aws: None, tmp_path: Path) -> None:
     packer = FakePacker()
-    cfg = make_config("backend", "aws.source_images.debian12.owners=['444455556666']")
+    cfg = make_config("backend", "aws.source_images.debian12.x86_64.owners=['444455556666']")
     with pytest.raises(BadInput, match="no source AMI"):
         build_on_aws(
             rendered(tmp_path),

@@ -31,7 +31,7 @@ def test_source_lookup_for_al2023_honours_the_name_pattern(aws: None) -> None:
 
 
 def test_no_matching_source_image_names_the_filter(aws: None) -> None:
-    cfg = make_config("backend", "aws.source_images.debian12.name_pattern=debian-13-*")
+    cfg = make_config("backend", "aws.source_images.debian12.x86_64.name_pattern=debian-13-*")
     with pytest.raises(BadInput) as caught:
         find_source_image(ec2_client(REGION), cfg)
     message = str(caught.value)

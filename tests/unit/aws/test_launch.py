@@ -64,7 +64,7 @@ def test_template_launches_what_release_promoted(ec2: Any, ssm: Any) -> None:
     assert released.parameter == PARAMETER
     assert stored["ImageId"] == "resolve:ssm:" + released.parameter
     assert current_value(ssm, released.parameter) == ami
-    assert stored["InstanceType"] == cfg.aws.instance_type
+    assert stored["InstanceType"] == cfg.instance_type
     assert stored["IamInstanceProfile"] == {"Name": "bakery-backend"}
     assert stored["MetadataOptions"] == {"HttpTokens": "required", "HttpEndpoint": "enabled"}
     assert base64.b64decode(stored["UserData"]) == example_user_data("backend").read_bytes()
@@ -105,7 +105,7 @@ def test_instances_launched_from_the_template_carry_its_tags(ec2: Any, ssm: Any)
         LaunchTemplate={"LaunchTemplateName": "bakery-frontend-staging"}, MinCount=1, MaxCount=1
     )["Instances"][0]
 
-    assert instance["InstanceType"] == cfg.aws.instance_type
+    assert instance["InstanceType"] == cfg.instance_type
     values = tags.as_dict(instance["Tags"])
     assert (values[tags.ROLE], values[tags.ENVIRONMENT]) == ("frontend", "staging")
 
@@ -116,7 +116,7 @@ def test_each_role_gets_its_own_parameter_and_instance_profile(role: str) -> Non
     data = launch_template_data(cfg, "production", b"#cloud-config\n")
     assert data["ImageId"] == f"resolve:ssm:/bakery/images/production/{role}/ami-id"
     assert data["IamInstanceProfile"] == {"Name": instance_role_name(role)}
-    assert data["InstanceType"] == cfg.aws.instance_type
+    assert data["InstanceType"] == cfg.instance_type
     # The profile's role is the one whose policy `invoke iam` writes for the role.
     assert f"instance-{role}" in iam_documents([cfg])
 

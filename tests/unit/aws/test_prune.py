@@ -53,7 +53,7 @@ def test_prune_keeps_newest_verified_and_every_promoted_image(
     reasons = {row.ami_id: row.reason for row in rows}
     assert reasons[amis[1]] == "promoted to production"
     assert reasons[amis[2]] == "promoted to staging"
-    assert reasons[amis[9]] == "one of the 2 newest verified"
+    assert reasons[amis[9]] == "one of the 2 newest verified (of its arch)"
     left = existing_snapshots(ec2)
     for ami in amis:
         if ami in kept:

@@ -407,6 +407,25 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
         Workflow("check", "./scripts/run invoke validate --target aws"),
         RENDER_VALIDATES,
     ),
+    # arm64 (docs/aws.md#arm64-graviton): validated here for both targets; built and
+    # released on moto from the rendered arm64 template.
+    "invoke validate --target local --target aws --set arch=arm64": (
+        Run(exits(0, "valid backend (local)", "valid database (aws)")),
+        Test(
+            "tests/unit/foundation/test_arch.py::test_arm64_templates_pass_packer_fmt_and_validate"
+        ),
+    ),
+    "invoke build --target aws --role backend --set arch=arm64": (
+        Test(
+            "tests/unit/aws/test_arch.py::"
+            "test_arm64_build_runs_graviton_from_the_arm64_source_and_records_arm64"
+        ),
+    ),
+    "invoke release --role backend -e staging --set arch=arm64": (
+        Test(
+            "tests/unit/aws/test_arch.py::test_each_architecture_is_released_to_its_own_parameter"
+        ),
+    ),
     "./scripts/run invoke validate --target aws --set os=al2023": (
         Workflow("check", "./scripts/run invoke validate --target aws --set os=al2023"),
         Test("tests/unit/foundation/test_render.py::test_al2023_renders_and_validates_for_aws"),

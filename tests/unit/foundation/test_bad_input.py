@@ -40,7 +40,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "wrong_type": "aws:\n  copy_regions: eu-west-1\n",
         "role_in_file": "role: backend\n",
         "not_mapping": "- a\n- b\n",
-        "bad_nested": "aws:\n  source_images:\n    debian12:\n      owners: []\n",
+        "bad_nested": "aws:\n  source_images:\n    debian12:\n      x86_64:\n        owners: []\n",
     }
     paths = {}
     for name, text in files.items():
@@ -83,7 +83,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("double-on-aws", ["--target", "aws", "--set", "agent.package=test-double"], "agent.package"),
     ("kms-without-encryption", ["--target", "aws", "--set", "aws.encrypt=false",
                                 "--set", "aws.kms_key_id=alias/x"], "aws"),
-    ("bad-sha256", ["--set", "agent.sources.debian12.sha256=xyz"], "agent.sources.debian12.sha256"),
+    ("bad-sha256", ["--set", "agent.sources.debian12.x86_64.sha256=xyz"],
+     "agent.sources.debian12.x86_64.sha256"),
     ("bad-share-account", ["--set", "aws.share_accounts=[123]"], "aws.share_accounts.0"),
     ("missing-ca-bundle", ["--set", "local.extra_ca_bundle=/nonexistent/ca.pem"],
      "local.extra_ca_bundle"),
@@ -110,7 +111,7 @@ FILE_CASES = [
     ("wrong_type", "wrong_type", "aws.copy_regions"),
     ("role_in_file", "role_in_file", "role: is chosen on the command line"),
     ("not_mapping", "not_mapping", "must be a mapping"),
-    ("bad_nested", "bad_nested", "aws.source_images.debian12.owners"),
+    ("bad_nested", "bad_nested", "aws.source_images.debian12.x86_64.owners"),
     ("unreadable", "unreadable", "cannot read"),
 ]
 

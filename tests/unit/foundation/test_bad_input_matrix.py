@@ -109,8 +109,8 @@ FILE_CASES: list[tuple[str, bytes | str, str]] = [
     ("tab-in-tag", 'aws:\n  tags:\n    team: "a\\tb"\n', "aws.tags.team"),
     ("go-template-tag", 'aws:\n  tags:\n    src: "{{ .SourceAMI }}"\n', "aws.tags.src"),
     ("go-template-tag-key", 'aws:\n  tags:\n    "{{.Name}}": x\n', "aws.tags"),
-    ("go-template-name-pattern", "aws:\n  source_images:\n    debian12:\n"
-     "      name_pattern: 'debian-{{ .x }}'\n", "name_pattern"),
+    ("go-template-name-pattern", "aws:\n  source_images:\n    debian12:\n      x86_64:\n"
+     "        name_pattern: 'debian-{{ .x }}'\n", "name_pattern"),
     ("too-many-tags", _tags(MAX_USER_TAGS + 1), "aws.tags"),
     ("five-thousand-tags", _tags(5000), "aws.tags"),
     ("aws-prefix-tag", "aws:\n  tags:\n    'aws:cost': x\n", "aws.tags"),
@@ -143,8 +143,8 @@ FILE_CASES: list[tuple[str, bytes | str, str]] = [
     ("float-cpus", "local:\n  cpus: 1.5\n", "local.cpus"),
     ("huge-file", "# " + "x" * (1024 * 1024) + "\n", "larger than"),
     ("python-tag", "service: !!python/object:os.system {}\n", "invalid YAML"),
-    ("empty-owners", "aws:\n  source_images:\n    debian12:\n      owners: []\n",
-     "aws.source_images.debian12.owners"),
+    ("empty-owners", "aws:\n  source_images:\n    debian12:\n      x86_64:\n        owners: []\n",
+     "aws.source_images.debian12.x86_64.owners"),
 ]  # fmt: skip
 
 
@@ -228,12 +228,12 @@ SET_CASES: list[tuple[str, str, str]] = [
     ("log-group-non-bmp", "service.log_group=/aws/\U0001f600", "service.log_group"),
     ("otlp-quote", 'otel.otlp_endpoint=http://x"y', "otel.otlp_endpoint"),
     ("otlp-newline", "otel.otlp_endpoint=http://x\ny", "otel.otlp_endpoint"),
-    ("owner-wildcard", "aws.source_images.debian12.owners=['*']",
-     "aws.source_images.debian12.owners.0"),
-    ("name-pattern-dollar", "aws.source_images.debian12.name_pattern=${x}",
-     "aws.source_images.debian12.name_pattern"),
+    ("owner-wildcard", "aws.source_images.debian12.x86_64.owners=['*']",
+     "aws.source_images.debian12.x86_64.owners.0"),
+    ("name-pattern-dollar", "aws.source_images.debian12.x86_64.name_pattern=${x}",
+     "aws.source_images.debian12.x86_64.name_pattern"),
     ("kms-hcl", "aws.kms_key_id=${var.x}", "aws.kms_key_id"),
-    ("instance-type-hcl", "aws.instance_type=%{if true}x", "aws.instance_type"),
+    ("instance-type-hcl", "aws.instance_types.x86_64=%{if true}x", "aws.instance_types.x86_64"),
     ("region-markup", "aws.region=[/x]", "aws.region"),
     ("copy-region-bad", "aws.copy_regions=[mars-1]", "aws.copy_regions.0"),
     ("volume-too-big", "aws.volume_size_gb=100000", "aws.volume_size_gb"),

@@ -13,8 +13,8 @@ from bakery.errors import ConfigError
 
 def test_role_layer_overrides_defaults() -> None:
     assert load_config("backend", "local").service.name == "fastapi-backend"
-    assert load_config("database", "aws").aws.instance_type == "t3.medium"
-    assert load_config("frontend", "aws").aws.instance_type == "t3.small"
+    assert load_config("database", "aws").instance_type == "t3.medium"
+    assert load_config("frontend", "aws").instance_type == "t3.small"
 
 
 def test_target_layer_picks_the_agent_package() -> None:
@@ -53,9 +53,9 @@ def test_agent_source_must_be_verifiable() -> None:
             "backend",
             "aws",
             overrides=[
-                "agent.sources.debian12.signature_url=null",
-                "agent.sources.debian12.gpg_key_url=null",
-                "agent.sources.debian12.gpg_fingerprint=null",
+                "agent.sources.debian12.x86_64.signature_url=null",
+                "agent.sources.debian12.x86_64.gpg_key_url=null",
+                "agent.sources.debian12.x86_64.gpg_fingerprint=null",
             ],
         )
 

@@ -72,7 +72,7 @@ def test_source_type_follows_target(tmp_path: Path, role: str) -> None:
 
 
 def test_aws_source_encrypts_and_is_wired_to_config_variables(tmp_path: Path) -> None:
-    directory = _render(tmp_path, "database", "aws", sets=("aws.instance_type=m7i.large",))
+    directory = _render(tmp_path, "database", "aws", sets=("aws.instance_types.x86_64=m7i.large",))
     variables = _variables(directory)
     _, source = _source(directory)
     assert variables["instance_type"]["default"] == "m7i.large"
@@ -84,7 +84,7 @@ def test_aws_source_encrypts_and_is_wired_to_config_variables(tmp_path: Path) ->
     assert "encrypt_boot" not in source and "encrypt_boot" not in variables
     assert variables["volume_size_gb"]["default"] == 16  # config/roles/database.yaml
     assert variables["source_ami_owners"]["default"] == ["136693071363"]
-    assert _unquote(source["ami_name"]) == "bakery-database-debian12-${local.build_time}"
+    assert _unquote(source["ami_name"]) == "bakery-database-debian12-x86_64-${local.build_time}"
     assert "{{ .SourceAMI }}" in source["tags"]  # Packer's template syntax survives Jinja
 
 
