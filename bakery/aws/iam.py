@@ -544,8 +544,8 @@ def write_iam_documents(documents: dict[str, Policy], directory: Path) -> list[P
 def slo_and_sampling_statements(configs: Sequence[BakeryConfig]) -> list[dict[str, Any]]:
     """What `invoke slo` and `invoke sampling` need (bakery/aws/slo.py, sampling.py):
     SLOs, burn-rate alarms and sampling rules named after a configured service
-    (`<service>-...`), made only with bakery's role tag and changed only while they
-    carry it; alarms notify only the configured `slo.alarm_actions`."""
+    (`<service>-...`), made only with bakery's role tag and changed or deleted only while
+    they carry it; alarms notify only the configured `slo.alarm_actions`."""
     regions = regions_of(configs)
     roles = sorted({cfg.role for cfg in configs})
     services = sorted({cfg.service.name for cfg in configs})
@@ -581,6 +581,7 @@ def slo_and_sampling_statements(configs: Sequence[BakeryConfig]) -> list[dict[st
             [
                 "application-signals:BatchGetServiceLevelObjectiveBudgetReport",
                 "application-signals:GetServiceLevelObjective",
+                "application-signals:ListTagsForResource",
             ],
             named("application-signals", "slo/"),
         ),
@@ -608,6 +609,13 @@ def slo_and_sampling_statements(configs: Sequence[BakeryConfig]) -> list[dict[st
             named("application-signals", "slo/"),
             Condition=still_bakerys,
         ),
+        # An SLO that left config, and its alarms: only while they carry bakery's tag.
+        _statement(
+            "DeleteOwnSlos",
+            ["application-signals:DeleteServiceLevelObjective"],
+            named("application-signals", "slo/"),
+            Condition=still_bakerys,
+        ),
         # DescribeAlarms is a read: any alarm in the regions, so one of a name is found.
         _statement(
             "ReadAlarms",
@@ -619,6 +627,12 @@ def slo_and_sampling_statements(configs: Sequence[BakeryConfig]) -> list[dict[st
             ["cloudwatch:PutMetricAlarm", "cloudwatch:TagResource"],
             named("cloudwatch", "alarm:"),
             Condition={**tagged_as_bakerys, **notifies},
+        ),
+        _statement(
+            "DeleteOwnBurnRateAlarms",
+            ["cloudwatch:DeleteAlarms"],
+            named("cloudwatch", "alarm:"),
+            Condition=still_bakerys,
         ),
         _statement(
             "SamplingRulesTaggedAsBakerys",

@@ -11,8 +11,12 @@ windows as the SLO's own `BurnRateConfigurations`; Application Signals then publ
 Every run compares before it writes: an SLO is created when absent, updated when its
 description (which carries a fingerprint of the wanted request) or its goal differs,
 and left alone otherwise; alarms likewise. An SLO of that name whose description is not
-bakery's is refused, never overwritten. Without `apply` nothing is written. Each SLO
-and alarm stands alone, so a run cut off half-way is finished by the next one.
+bakery's is refused, never overwritten. What config no longer has is deleted: an SLO on
+the service in the environment that is bakery's (its name, its description and its
+`bakery:role` and `bakery:environment` tags say so) but no entry names, with its burn-rate
+alarms, and a burn-rate alarm whose window left an entry; an SLO or alarm that is not
+bakery's is never touched. Without `apply` nothing is written. Each SLO and alarm stands
+alone (an SLO's alarms go before it), so a run cut off half-way is finished by the next.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import botocore.exceptions
 
 from bakery.aws import tags
 from bakery.aws.clients import aws_client, aws_errors, error_code
+from bakery.aws.iam import APPLICATION_SIGNALS_ROLES
 from bakery.aws.release import check_environment
 from bakery.config import BakeryConfig, BurnRateAlarm, ServiceLevelObjective
 from bakery.errors import BadInput
@@ -40,7 +45,7 @@ BURN_RATE_METRIC = "BurnRate"
 # One SLO report per call holds at most 50 SLOs (BatchGetServiceLevelObjectiveBudgetReport).
 REPORT_BATCH = 50
 
-Action = Literal["create", "update", "unchanged"]
+Action = Literal["create", "update", "unchanged", "delete"]
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,10 @@ def alarm_name(name: str, alarm: BurnRateAlarm) -> str:
     return f"{name}-burn-rate-{alarm.window_minutes}m"
 
 
+def _alarm_prefix(name: str) -> str:
+    return f"{name}-burn-rate-"
+
+
 def alarm_request(
     cfg: BakeryConfig, environment: str, name: str, alarm: BurnRateAlarm
 ) -> dict[str, Any]:
@@ -246,6 +255,84 @@ def _plan_alarm(client: Any, wanted: dict[str, Any]) -> tuple[Action, str]:
     return ("update", f"{', '.join(changed)} differ") if changed else ("unchanged", "")
 
 
+def _bakerys_alarms(client: Any, name: str) -> list[str]:
+    """The burn-rate alarms bakery made for the SLO `name`: named after it, with bakery's
+    description, watching its BurnRate."""
+    found: list[dict[str, Any]] = []
+    with aws_errors(f"reading the burn-rate alarms of {name}"):
+        for page in client.get_paginator("describe_alarms").paginate(
+            AlarmNamePrefix=_alarm_prefix(name), AlarmTypes=["MetricAlarm"]
+        ):
+            found += page.get("MetricAlarms", [])
+    watches = {"Name": "SloName", "Value": name}
+    return sorted(
+        alarm["AlarmName"]
+        for alarm in found
+        if str(alarm.get("AlarmDescription", "")).startswith(DESCRIPTION_PREFIX)
+        and alarm.get("Namespace") == BURN_RATE_NAMESPACE
+        and watches in alarm.get("Dimensions", [])
+    )
+
+
+def _delete_alarms(client: Any, names: list[str], apply: bool, why: str) -> list[SloChange]:
+    if apply and names:
+        with aws_errors(f"deleting the alarms {', '.join(names)}"):
+            client.delete_alarms(AlarmNames=names)
+    return [SloChange("alarm", name, "delete", apply, why) for name in names]
+
+
+def _is_bakerys(client: Any, cfg: BakeryConfig, environment: str, summary: dict[str, Any]) -> bool:
+    """Whether a listed SLO is one bakery made for this role and environment: its
+    description starts with bakery's prefix and it carries bakery's two tags."""
+    name = summary["Name"]
+    existing = _existing_slo(client, name)
+    if existing is None or not str(existing.get("Description", "")).startswith(DESCRIPTION_PREFIX):
+        return False
+    with aws_errors(f"reading the tags of SLO {name}"):
+        listed = client.list_tags_for_resource(ResourceArn=summary["Arn"]).get("Tags", [])
+    found = {tag["Key"]: tag["Value"] for tag in listed}
+    return found.get(tags.ROLE) == cfg.role and found.get(tags.ENVIRONMENT) == environment
+
+
+def _summaries(client: Any, cfg: BakeryConfig, environment: str) -> list[dict[str, Any]]:
+    """ListServiceLevelObjectives on the service in the environment, every page."""
+    summaries: list[dict[str, Any]] = []
+    with aws_errors(f"listing the SLOs of {cfg.service.name} in {environment}"):
+        for page in client.get_paginator("list_service_level_objectives").paginate(
+            KeyAttributes=key_attributes(cfg, environment)
+        ):
+            summaries += page.get("SloSummaries", [])
+    return summaries
+
+
+def _removed_from_config(
+    both: SloClients, cfg: BakeryConfig, environment: str, kept: set[str], apply: bool
+) -> list[SloChange]:
+    """Delete (with apply) bakery's SLOs on the service in the environment that config no
+    longer names, each after its burn-rate alarms; what it decided."""
+    client = both.application_signals
+    summaries = _summaries(client, cfg, environment)
+    prefix = f"{cfg.service.name}-{environment}-"
+    changes: list[SloChange] = []
+    for summary in sorted(summaries, key=lambda item: item["Name"]):
+        name = summary["Name"]
+        if name in kept or not name.startswith(prefix):
+            continue
+        if not _is_bakerys(client, cfg, environment, summary):
+            continue
+        why = "no longer in config slo.objectives"
+        # The alarms first: were the SLO gone first, a run cut off here would leave them
+        # with nothing left to find them by.
+        alarms = _delete_alarms(both.cloudwatch, _bakerys_alarms(both.cloudwatch, name),
+                                apply, f"its SLO {name} is {why}")  # fmt: skip
+        if apply:
+            with aws_errors(f"deleting SLO {name}"):
+                client.delete_service_level_objective(Id=name)
+        operation = summary.get("OperationName", "-")
+        changes += [SloChange("slo", name, "delete", apply, f"{operation}: {why}"), *alarms]
+    return changes
+
+
 def apply_slos(
     cfg: BakeryConfig,
     environment: str,
@@ -255,11 +342,14 @@ def apply_slos(
     progress: Callable[[str], None] = lambda message: None,
 ) -> list[SloChange]:
     """Bring the role's SLOs and burn-rate alarms in the environment to what config
-    says (with `apply`), or only say what would change (without). The first failure
-    raises; what was done before it stays done, and a re-run finishes the rest."""
+    says (with `apply`), or only say what would change (without): create, update, leave
+    alone, and delete bakery's own that config no longer has. The first failure raises;
+    what was done before it stays done, and a re-run finishes the rest."""
     check_environment(environment)
     objectives = cfg.slo.objectives
-    if not objectives:
+    # Without objectives, only a role with a service in Application Signals can have
+    # SLOs left over from config; the others make no call.
+    if not objectives and cfg.role not in APPLICATION_SIGNALS_ROLES:
         return []
     both = (clients or slo_clients)(cfg.aws.region)
     changes: list[SloChange] = []
@@ -286,6 +376,13 @@ def apply_slos(
             written = apply and alarm_action != "unchanged"
             detail = why or f"burn rate > {alarm.threshold:g}"
             changes.append(SloChange("alarm", request["AlarmName"], alarm_action, written, detail))
+        # A window that left the entry: its alarm goes (the SLO stays).
+        wanted_alarms = {alarm_name(name, alarm) for alarm in objective.burn_rate_alarms}
+        stale = [a for a in _bakerys_alarms(both.cloudwatch, name) if a not in wanted_alarms]
+        changes += _delete_alarms(both.cloudwatch, stale, apply,
+                                  "its window is no longer in config burn_rate_alarms")  # fmt: skip
+    kept = {slo_name(cfg, environment, objective) for objective in objectives}
+    changes += _removed_from_config(both, cfg, environment, kept, apply)
     return changes
 
 
@@ -310,12 +407,7 @@ def list_slos(
     """The SLOs on the service in the environment, with their budget status at `now`."""
     check_environment(environment)
     client = (clients or slo_clients)(cfg.aws.region).application_signals
-    summaries: list[dict[str, Any]] = []
-    with aws_errors(f"listing the SLOs of {cfg.service.name} in {environment}"):
-        for page in client.get_paginator("list_service_level_objectives").paginate(
-            KeyAttributes=key_attributes(cfg, environment)
-        ):
-            summaries += page.get("SloSummaries", [])
+    summaries = _summaries(client, cfg, environment)
     reports: dict[str, dict[str, Any]] = {}
     arns = [summary["Arn"] for summary in summaries]
     for start in range(0, len(arns), REPORT_BATCH):

@@ -437,8 +437,10 @@ def canary(
     )
 
 
-SLO_VERBS = {"create": "would create", "update": "would update", "unchanged": "unchanged"}
-APPLIED_VERBS = {"create": "created", "update": "updated", "unchanged": "unchanged"}
+SLO_VERBS = {"create": "would create", "update": "would update", "unchanged": "unchanged",
+             "delete": "would delete"}  # fmt: skip
+APPLIED_VERBS = {"create": "created", "update": "updated", "unchanged": "unchanged",
+                 "delete": "deleted"}  # fmt: skip
 
 
 def show_slo_changes(changes: Sequence[slos.SloChange], environment: str, apply: bool) -> None:

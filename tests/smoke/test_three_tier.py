@@ -7,9 +7,11 @@ import json
 import time
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from bakery.config import load_config
 from bakery.local.vm import BootedVM
@@ -17,11 +19,24 @@ from tests.doubles.cloudwatch_agent.received import attributes_dict, decode_rece
 from tests.smoke.conftest import DATABASE_B, LAUNCH_ENV_RESOURCE_ATTRIBUTES, ThreeTier
 
 pytestmark = pytest.mark.slow
-RECEIVED = "/opt/aws/amazon-cloudwatch-agent/var/testdouble/received/traces"
+RECEIVED = "/opt/aws/amazon-cloudwatch-agent/var/testdouble/received"
 # The smoke's user data sets no LOG_GROUP_NAME: the baked default reaches the resource.
 LOG_GROUP = load_config("backend", "local").service.log_group
 # Nor DATABASE_SERVICE_NAME: the database dependency takes the configured name.
 DATABASE_SERVICE_NAME = load_config("backend", "local").app.database_service_name
+# The instrumentation that makes the app's database client spans on the image.
+PYMYSQL_SCOPE = "opentelemetry.instrumentation.pymysql"
+# The distro's runtime metrics (docs/application-signals.md, "Runtime metrics"): the
+# system-metrics instrumentation's scope and the instruments the distro gives views to.
+RUNTIME_SCOPE = "opentelemetry.instrumentation.system_metrics"
+RUNTIME_METRICS = {
+    "process.runtime.cpython.memory",
+    "process.runtime.cpython.gc_count",
+    "process.runtime.cpython.thread_count",
+}
+# Telemetry leaves the app every few seconds (the smoke launches with a 5 s metric interval).
+ARRIVAL_TIMEOUT_S = 120
+APP_UNIT = "fastapi-otel"
 
 
 def _call(tier: ThreeTier, method: str, path: str, body: dict[str, Any] | None = None,
@@ -47,19 +62,25 @@ def _call(tier: ThreeTier, method: str, path: str, body: dict[str, Any] | None =
     raise AssertionError(f"{method} {path} never answered: {last}")
 
 
-def _spans(tier: ThreeTier, tmp_path: Any) -> list[Any]:
+def _received(tier: ThreeTier, tmp_path: Any, signal: str) -> list[Any]:
+    """What the backend's agent double received so far of one signal, decoded."""
     listing = tier.backend.ssh(
-        f"sudo sh -c 'for f in {RECEIVED}/*.pb; do base64 -w0 $f; echo; done'"
+        f"sudo sh -c 'for f in {RECEIVED}/{signal}/*.pb; do base64 -w0 $f; echo; done'"
     )
-    folder = tmp_path / "traces"
+    folder = tmp_path / signal
     folder.mkdir(exist_ok=True)
     for index, line in enumerate(listing.stdout.split()):
         (folder / f"{index:05d}.pb").write_bytes(base64.b64decode(line))
-    return decode_received(folder, "traces")
+    return decode_received(folder, signal)
+
+
+def _spans(tier: ThreeTier, tmp_path: Any) -> list[Any]:
+    return _received(tier, tmp_path, "traces")
 
 
 def _mysql_spans(requests: list[Any], service_name: str) -> list[dict[str, Any]]:
-    """Attributes (plus the span name) of the MySQL client spans of one service."""
+    """Attributes (plus the span name and its instrumentation scope as `scope`) of the
+    MySQL client spans of one service."""
     found = []
     for request in requests:
         for resource_spans in request.resource_spans:
@@ -70,7 +91,7 @@ def _mysql_spans(requests: list[Any], service_name: str) -> list[dict[str, Any]]
                 for span in scope.spans:
                     attributes = attributes_dict(span.attributes)
                     if attributes.get("db.system") == "mysql":
-                        found.append(attributes | {"name": span.name})
+                        found.append(attributes | {"name": span.name, "scope": scope.scope.name})
     return found
 
 
@@ -102,6 +123,10 @@ def test_users_round_trip_through_all_three_tiers(three_tier: ThreeTier, tmp_pat
     # that into the RemoteService Application Signals shows, instead of `mysql`.
     assert {span.get("peer.service") for span in db_spans} == {DATABASE_SERVICE_NAME}
     assert {span.get("aws.remote.service") for span in db_spans} == {DATABASE_SERVICE_NAME}
+    # They come from the PyMySQL instrumentation: the distro's SQLAlchemy one (0.65b0 wants
+    # sqlalchemy < 2.1) skips itself next to the app's SQLAlchemy 2.1, as
+    # docs/application-signals.md says. The name is set for either (DATABASE_SCOPES).
+    assert {span["scope"] for span in db_spans} == {PYMYSQL_SCOPE}, db_spans
 
 
 def test_a_request_is_followed_from_nginx_into_the_backend_trace(
@@ -156,6 +181,116 @@ def test_otel_settings_in_launch_env_reach_the_app_but_not_its_resource(
         f"aws.log.group.names={LOG_GROUP}"
     )
     assert LAUNCH_ENV_RESOURCE_ATTRIBUTES not in variables["OTEL_RESOURCE_ATTRIBUTES"]
+
+
+def _runtime_metrics(requests: list[Any]) -> dict[str, set[tuple[str, str]]]:
+    """Runtime metric name -> (service.name, deployment.environment) of the senders."""
+    found: dict[str, set[tuple[str, str]]] = {}
+    for request in requests:
+        for resource_metrics in request.resource_metrics:
+            resource = attributes_dict(resource_metrics.resource.attributes)
+            sender = (
+                str(resource.get("service.name")),
+                str(resource.get("deployment.environment")),
+            )
+            for scope in resource_metrics.scope_metrics:
+                if scope.scope.name == RUNTIME_SCOPE:
+                    for metric in scope.metrics:
+                        found.setdefault(metric.name, set()).add(sender)
+    return found
+
+
+def test_runtime_metrics_of_the_backend_reach_the_agent(
+    three_tier: ThreeTier, tmp_path: Any
+) -> None:
+    """docs/application-signals.md, "Runtime metrics": on by default, under the launch-time
+    service and environment."""
+    wanted = {(three_tier.service_name, three_tier.environment)}
+    deadline = time.monotonic() + ARRIVAL_TIMEOUT_S
+    found: dict[str, set[tuple[str, str]]] = {}
+    while time.monotonic() < deadline and not set(found) >= RUNTIME_METRICS:
+        time.sleep(5)
+        found = _runtime_metrics(_received(three_tier, tmp_path, "metrics"))
+    missing = RUNTIME_METRICS - set(found)
+    assert not missing, f"runtime metrics that never reached the agent: {sorted(missing)}"
+    assert all(found[name] == wanted for name in RUNTIME_METRICS), found
+
+
+def _worker_pids(tier: ThreeTier) -> tuple[int, set[int]]:
+    """The configured worker count (gunicorn's `--workers`; 1 for uvicorn alone) and the
+    pids of the app unit's processes other than its main one."""
+    backend = tier.backend
+    main = backend.ssh(f"systemctl show -p MainPID --value {APP_UNIT}").stdout.strip()
+    cmdline = backend.ssh(f"sudo cat /proc/{main}/cmdline").stdout.split("\0")
+    workers = int(cmdline[cmdline.index("--workers") + 1])
+    if not any(part.endswith("gunicorn") for part in cmdline):
+        return workers, set()
+    cgroup = backend.ssh(f"systemctl show -p ControlGroup --value {APP_UNIT}").stdout.strip()
+    procs = backend.ssh(f"cat /sys/fs/cgroup{cgroup}/cgroup.procs").stdout.split()
+    return workers, {int(pid) for pid in procs} - {int(main)}
+
+
+def _pids_that_sent(requests: list[Any], service_name: str, signal: str) -> set[int]:
+    """process.pid of the resources of a service that sent server spans (traces) or
+    runtime metrics (metrics)."""
+    pids: set[int] = set()
+    for request in requests:
+        batches = request.resource_spans if signal == "traces" else request.resource_metrics
+        for batch in batches:
+            resource = attributes_dict(batch.resource.attributes)
+            if resource.get("service.name") != service_name or "process.pid" not in resource:
+                continue
+            if signal == "traces":
+                spans = (span for scope in batch.scope_spans for span in scope.spans)
+                sent = any(span.kind == Span.SPAN_KIND_SERVER for span in spans)
+            else:
+                sent = any(scope.scope.name == RUNTIME_SCOPE for scope in batch.scope_metrics)
+            if sent:
+                pids.add(int(resource["process.pid"]))
+    return pids
+
+
+def _burst(tier: ThreeTier, path: str, requests: int = 48) -> set[int]:
+    """Concurrent requests through the frontend, so every worker sharing the backend's
+    listening socket gets some (sequential ones may all land on one); their statuses."""
+    url = f"http://127.0.0.1:{tier.frontend_http_port}{path}"
+
+    def get(_: int) -> int:
+        try:
+            with urllib.request.urlopen(url, timeout=15) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return error.code
+        except OSError:
+            return 0
+
+    with ThreadPoolExecutor(12) as pool:
+        return set(pool.map(get, range(requests)))
+
+
+def test_spans_and_runtime_metrics_come_from_every_worker(
+    three_tier: ThreeTier, tmp_path: Any
+) -> None:
+    """docs/application-signals.md, "Workers": with app.workers > 1 each gunicorn worker
+    sets up its own SDK, so each one's server spans and runtime metrics reach the agent."""
+    workers, pids = _worker_pids(three_tier)
+    if workers == 1:
+        pytest.skip("the backend image runs one uvicorn worker (app.workers: 1); bake it "
+                    "with --set app.workers=2 to check every worker")  # fmt: skip
+    assert len(pids) == workers, (workers, pids)
+    deadline = time.monotonic() + ARRIVAL_TIMEOUT_S
+    gaps: dict[str, set[int]] = {"traces": pids, "metrics": pids}
+    while time.monotonic() < deadline and gaps:
+        assert _burst(three_tier, "/api/health") == {200}
+        time.sleep(5)
+        gaps = {}
+        for signal in ("traces", "metrics"):
+            sent = _pids_that_sent(
+                _received(three_tier, tmp_path, signal), three_tier.service_name, signal
+            )
+            if pids - sent:
+                gaps[signal] = pids - sent
+    assert not gaps, f"workers with nothing at the agent after {ARRIVAL_TIMEOUT_S}s: {gaps}"
 
 
 # ---------------------------------------------------------------------------------------

@@ -124,6 +124,21 @@ def _ec2_tags(account: str, region: str, parameters: dict[str, Any]) -> dict[str
     return found
 
 
+def _alarm_tags(account: str, region: str, parameters: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """{alarm name: its tags now} for each alarm a CloudWatch request names (read before
+    moto acts, so a deleted alarm's tags are the ones IAM would see)."""
+    from moto.cloudwatch.models import cloudwatch_backends
+
+    backend = cloudwatch_backends[account][region]
+    names = parameters.get("AlarmNames") or []
+    found: dict[str, dict[str, str]] = {}
+    for name in names if isinstance(names, list) else [names]:
+        alarm = backend.alarms.get(name)
+        if alarm is not None:
+            found[name] = dict(backend.tagger.get_tag_dict_for_resource(alarm.alarm_arn))
+    return found
+
+
 def _record(response: Any) -> None:
     path = os.environ.get(RECORD_ENV)
     if not path or not _current_test["id"].startswith(_FOLDER):
@@ -136,6 +151,8 @@ def _record(response: Any) -> None:
     region = response.region
     account = response.current_account
     tags = _ec2_tags(account, region, parameters) if response.service_name == "ec2" else {}
+    if response.service_name == "cloudwatch":
+        tags = _alarm_tags(account, region, parameters)
     headers = getattr(response, "headers", {}) or {}
     origin = headers.get(ORIGIN_HEADER)
     if origin is None:

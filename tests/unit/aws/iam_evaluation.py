@@ -251,7 +251,8 @@ def requests_for(record: dict[str, Any]) -> list[Request]:
 
 
 def _cloudwatch(record: dict[str, Any], base: Context, why: str) -> list[Request]:
-    """`invoke slo`'s burn-rate alarms (JSON protocol: the parameters are the body)."""
+    """`invoke slo`'s burn-rate alarms (JSON protocol: the parameters are the body); a
+    deleted alarm is authorized on the tags it had (the recorder reads them first)."""
     action, parameters = record["action"], record["parameters"]
     alarm = f"arn:aws:cloudwatch:{record['region']}:{record['account']}:alarm:"
     match action:
@@ -264,4 +265,12 @@ def _cloudwatch(record: dict[str, Any], base: Context, why: str) -> list[Request
             if parameters.get("AlarmActions"):
                 context["cloudwatch:AlarmActions"] = parameters["AlarmActions"]
             return [Request(f"cloudwatch:{action}", alarm + parameters["AlarmName"], context, why)]
+        case "DeleteAlarms":
+            known = record.get("tags", {})
+            contexts = {name: {**base, **resource_tags(known.get(name, {}))}
+                        for name in parameters["AlarmNames"]}  # fmt: skip
+            return [
+                Request(f"cloudwatch:{action}", alarm + name, context, why)
+                for name, context in contexts.items()
+            ]
     raise LookupError(f"no IAM mapping for cloudwatch:{action}")

@@ -831,10 +831,18 @@ def _release_settings_requests(
             return [Request(action, "*", base)]
         case "application-signals:CreateServiceLevelObjective":
             return [Request(action, "*", {**base, **request_tags(asked)})]
-        case "application-signals:GetServiceLevelObjective" | (
-            "application-signals:UpdateServiceLevelObjective"
+        case (
+            "application-signals:GetServiceLevelObjective"
+            | "application-signals:UpdateServiceLevelObjective"
+            | "application-signals:DeleteServiceLevelObjective"
         ):
             return [Request(action, slo_arn + params["Id"], {**base, **resource_tags(existing)})]
+        case "application-signals:ListTagsForResource":
+            return [Request(action, params["ResourceArn"], base)]
+        case "cloudwatch:DeleteAlarms":
+            alarm_arn = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:"
+            context = {**base, **resource_tags(existing)}
+            return [Request(action, alarm_arn + name, context) for name in params["AlarmNames"]]
         case "application-signals:BatchGetServiceLevelObjectiveBudgetReport":
             return [Request(action, arn, base) for arn in params["SloIds"]]
         case "cloudwatch:DescribeAlarms" | "cloudwatch:PutMetricAlarm":
@@ -855,7 +863,7 @@ def _release_settings_requests(
 
 
 def _slo_and_sampling_calls() -> list[tuple[str, str, dict[str, Any]]]:
-    """Every call of a create run, an update run and a listing of `invoke slo`, and of
+    """Every call of a create, an update and a deletion run and a listing of `invoke slo`, and of
     a create and an update run of `invoke sampling`, as the unit tests make them."""
     from datetime import datetime, timezone
 
@@ -882,7 +890,17 @@ def _slo_and_sampling_calls() -> list[tuple[str, str, dict[str, Any]]]:
         double.updated(first, wanted[first])
         for name in list(wanted)[1:]:
             double.present(name, wanted[name])
+        double.listing(cfg, *wanted)
         calls += _captured([double.signals, double.cloudwatch], apply)
+        # A deletion run: the availability entry left config; its SLO and alarms go.
+        after = make_config("backend", f"slo.alarm_actions=[{topic}]", slo_tests.ONLY_LATENCY)
+        gone = slo_tests.AVAILABILITY
+        double.all_present(after, gone)
+        double.present(gone, wanted[gone])
+        double.tagged(gone, slo_tests.bakery_tags(cfg))
+        double.deleted(gone)
+        delete = lambda: slo.apply_slos(after, "staging", apply=True, clients=double.clients)  # noqa: E731
+        calls += _captured([double.signals, double.cloudwatch], delete)
         when = datetime(2030, 1, 1, tzinfo=timezone.utc)
         double.listed(cfg, first, [], when=when)
         listing = lambda: slo.list_slos(cfg, "staging", when, clients=double.clients)  # noqa: E731
@@ -919,8 +937,11 @@ def test_every_call_of_slo_and_sampling_is_allowed_by_the_pipeline_policy() -> N
         "application-signals:UpdateServiceLevelObjective",
         "application-signals:ListServiceLevelObjectives",
         "application-signals:BatchGetServiceLevelObjectiveBudgetReport",
+        "application-signals:ListTagsForResource",
+        "application-signals:DeleteServiceLevelObjective",
         "monitoring:DescribeAlarms",
         "monitoring:PutMetricAlarm",
+        "monitoring:DeleteAlarms",
         "xray:GetSamplingRules",
         "xray:CreateSamplingRule",
         "xray:ListTagsForResource",
@@ -956,6 +977,22 @@ RELEASE_SETTINGS_DENIED = {
     "an SLO of another service updated": Request(
         "application-signals:UpdateServiceLevelObjective",
         f"arn:aws:application-signals:{REGION}:{ACCOUNT}:slo/payments-staging-x",
+        resource_tags(BAKERYS),
+    ),
+    "an SLO that is not bakery's deleted": Request(
+        "application-signals:DeleteServiceLevelObjective", _SLO, resource_tags(FOREIGN)
+    ),
+    "an SLO of another service deleted": Request(
+        "application-signals:DeleteServiceLevelObjective",
+        f"arn:aws:application-signals:{REGION}:{ACCOUNT}:slo/payments-staging-x",
+        resource_tags(BAKERYS),
+    ),
+    "an alarm that is not bakery's deleted": Request(
+        "cloudwatch:DeleteAlarms", _ALARM, resource_tags(FOREIGN)
+    ),
+    "an alarm of another service deleted": Request(
+        "cloudwatch:DeleteAlarms",
+        f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:payments-staging-x-burn-rate-60m",
         resource_tags(BAKERYS),
     ),
     "an alarm that terminates instances": Request(

@@ -1,4 +1,5 @@
-"""SLOs from config: created, updated, left alone, refused, and finished by a re-run.
+"""SLOs from config: created, updated, left alone, refused, deleted once config drops
+them (bakery's own only), and finished by a re-run.
 
 moto 5.2.5 has no application-signals API: its client is wrapped in botocore's Stubber,
 which checks every request (and every canned response) against botocore's service
@@ -67,10 +68,19 @@ class SloDouble:
         )
 
     def all_new(self, cfg: BakeryConfig) -> None:
-        """Every SLO of the config is absent, and is created as config wants it."""
+        """Every SLO of the config is absent, and is created as config wants it; then the
+        listing shows them, and nothing else."""
         for name, request in requests_of(cfg).items():
             self.absent(name)
             self.created(name, request, bakery_tags(cfg))
+        self.listing(cfg, *requests_of(cfg))
+
+    def all_present(self, cfg: BakeryConfig, *also_listed: str) -> None:
+        """Every SLO of the config is there as config wants it; the listing shows them
+        and `also_listed`."""
+        for name, request in requests_of(cfg).items():
+            self.present(name, request)
+        self.listing(cfg, *requests_of(cfg), *also_listed)
 
     def listed(
         self, cfg: BakeryConfig, name: str, reports: list[dict[str, Any]], when: Any = ANY
@@ -89,12 +99,35 @@ class SloDouble:
         )
         return arn
 
+    def listing(self, cfg: BakeryConfig, *names: str) -> None:
+        """ListServiceLevelObjectives (an apply run's last read) shows these SLOs."""
+        summaries = [
+            {"Arn": arn_of(name), "Name": name, "OperationName": "GET /users"} for name in names
+        ]
+        self.stub.add_response(
+            "list_service_level_objectives",
+            {"SloSummaries": summaries},
+            {"KeyAttributes": slo.key_attributes(cfg, "staging")},
+        )
+
+    def tagged(self, name: str, tags: list[dict[str, str]]) -> None:
+        self.stub.add_response(
+            "list_tags_for_resource", {"Tags": tags}, {"ResourceArn": arn_of(name)}
+        )
+
+    def deleted(self, name: str) -> None:
+        self.stub.add_response("delete_service_level_objective", {}, {"Id": name})
+
     def updated(self, name: str, request: dict[str, Any]) -> None:
         self.stub.add_response(
             "update_service_level_objective",
             {"Slo": stored(name, request)},
             {"Id": name, **request},
         )
+
+
+def arn_of(name: str) -> str:
+    return f"arn:aws:application-signals:{REGION}:123456789012:slo/{name}"
 
 
 def stored(name: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -167,6 +200,7 @@ def test_dry_run_says_create_and_writes_nothing(double: SloDouble) -> None:
     cfg = make_config("backend")
     double.absent(LATENCY)
     double.absent(AVAILABILITY)
+    double.listing(cfg)
     changes = slo.apply_slos(cfg, "staging", clients=double.clients)
     assert actions(changes) == [
         (LATENCY, "create", False),
@@ -220,8 +254,7 @@ def test_a_second_run_leaves_everything_unchanged(double: SloDouble) -> None:
     cfg = make_config("backend")
     double.all_new(cfg)
     slo.apply_slos(cfg, "staging", apply=True, clients=double.clients)
-    for name, request in requests_of(cfg).items():
-        double.present(name, request)  # and no create or update queued: one would fail
+    double.all_present(cfg)  # and no create, update or delete queued: one would fail
     changes = slo.apply_slos(cfg, "staging", apply=True, clients=double.clients)
     assert {c.action for c in changes} == {"unchanged"}
     assert not any(c.applied for c in changes)
@@ -239,6 +272,7 @@ def test_a_changed_threshold_updates_the_slo_and_its_alarm(double: SloDouble) ->
     )
     double.present(LATENCY, requests_of(before)[LATENCY])
     double.updated(LATENCY, requests_of(after)[LATENCY])
+    double.listing(after, LATENCY)
     changes = slo.apply_slos(after, "staging", apply=True, clients=double.clients)
     assert actions(changes) == [
         (LATENCY, "update", True),
@@ -253,6 +287,7 @@ def test_a_goal_changed_by_hand_is_put_back(double: SloDouble) -> None:
     edited = {**wanted[LATENCY], "Goal": {**wanted[LATENCY]["Goal"], "AttainmentGoal": 90.0}}
     double.present(LATENCY, edited)
     double.present(AVAILABILITY, wanted[AVAILABILITY])
+    double.listing(cfg, LATENCY, AVAILABILITY)
     changes = slo.apply_slos(cfg, "staging", clients=double.clients)
     assert changes[0].action == "update"
     assert "AttainmentGoal" in changes[0].detail
@@ -274,6 +309,7 @@ def test_a_failure_half_way_is_finished_by_the_next_run(double: SloDouble) -> No
     double.present(LATENCY, wanted[LATENCY])
     double.absent(AVAILABILITY)
     double.created(AVAILABILITY, wanted[AVAILABILITY], bakery_tags(cfg))
+    double.listing(cfg, LATENCY, AVAILABILITY)
     changes = slo.apply_slos(cfg, "staging", apply=True, clients=double.clients)
     assert actions(changes) == [
         (LATENCY, "unchanged", False),
@@ -292,7 +328,152 @@ def test_an_slo_that_is_not_bakerys_is_refused(double: SloDouble) -> None:
         slo.apply_slos(cfg, "staging", apply=True, clients=double.clients)
 
 
-def test_roles_without_objectives_make_no_call() -> None:
+# Config without the availability entry: the SLO and its two alarms left config.
+ONLY_LATENCY = (
+    "slo.objectives=[{name: list-users-latency, operation: GET /users, latency: "
+    "{statistic: p99, threshold_ms: 500}, interval_days: 7, attainment_goal: 99.0, "
+    "burn_rate_alarms: [{window_minutes: 60, threshold: 14.4}]}]"
+)
+
+
+def applied_in_full(double: SloDouble) -> BakeryConfig:
+    """The backend's SLOs and alarms as a first `--apply` makes them."""
+    cfg = make_config("backend")
+    double.all_new(cfg)
+    slo.apply_slos(cfg, "staging", apply=True, clients=double.clients)
+    return cfg
+
+
+def test_dry_run_says_delete_for_bakerys_slo_no_longer_in_config(double: SloDouble) -> None:
+    before = applied_in_full(double)
+    after = make_config("backend", ONLY_LATENCY)
+    double.all_present(after, AVAILABILITY)
+    double.present(AVAILABILITY, requests_of(before)[AVAILABILITY])
+    double.tagged(AVAILABILITY, bakery_tags(before))  # and no delete queued: one would fail
+    changes = slo.apply_slos(after, "staging", clients=double.clients)
+    assert actions(changes)[2:] == [
+        (AVAILABILITY, "delete", False),
+        (f"{AVAILABILITY}-burn-rate-360m", "delete", False),
+        (f"{AVAILABILITY}-burn-rate-60m", "delete", False),
+    ]
+    assert "no longer in config" in changes[2].detail
+    assert len(alarms(double)) == 3
+
+
+def test_apply_deletes_a_removed_slo_and_its_burn_rate_alarms(double: SloDouble) -> None:
+    before = applied_in_full(double)
+    after = make_config("backend", ONLY_LATENCY)
+    double.all_present(after, AVAILABILITY)
+    double.present(AVAILABILITY, requests_of(before)[AVAILABILITY])
+    double.tagged(AVAILABILITY, bakery_tags(before))
+    double.deleted(AVAILABILITY)
+    changes = slo.apply_slos(after, "staging", apply=True, clients=double.clients)
+    assert actions(changes) == [
+        (LATENCY, "unchanged", False),
+        (f"{LATENCY}-burn-rate-60m", "unchanged", False),
+        (AVAILABILITY, "delete", True),
+        (f"{AVAILABILITY}-burn-rate-360m", "delete", True),
+        (f"{AVAILABILITY}-burn-rate-60m", "delete", True),
+    ]
+    assert list(alarms(double)) == [f"{LATENCY}-burn-rate-60m"]
+
+
+def test_removing_every_objective_deletes_bakerys_slos(double: SloDouble) -> None:
+    before = applied_in_full(double)
+    after = make_config("backend", "slo.objectives=[]")
+    double.listing(after, LATENCY, AVAILABILITY)
+    for name in (AVAILABILITY, LATENCY):  # in name order
+        double.present(name, requests_of(before)[name])
+        double.tagged(name, bakery_tags(before))
+        double.deleted(name)
+    changes = slo.apply_slos(after, "staging", apply=True, clients=double.clients)
+    assert actions(changes) == [
+        (AVAILABILITY, "delete", True),
+        (f"{AVAILABILITY}-burn-rate-360m", "delete", True),
+        (f"{AVAILABILITY}-burn-rate-60m", "delete", True),
+        (LATENCY, "delete", True),
+        (f"{LATENCY}-burn-rate-60m", "delete", True),
+    ]
+    assert alarms(double) == {}
+
+
+def test_slos_and_alarms_that_are_not_bakerys_are_never_deleted(double: SloDouble) -> None:
+    cfg = applied_in_full(double)
+    wanted = requests_of(cfg)
+    by_hand = "fastapi-backend-staging-by-hand"
+    other_role = "fastapi-backend-staging-other-role"
+    other_environment = "fastapi-backend-staging-other-environment"
+    # An alarm named as bakery names them, on the hand-made SLO, but made by hand.
+    double.cloudwatch.put_metric_alarm(
+        AlarmName=f"{by_hand}-burn-rate-60m", Namespace="AWS/ApplicationSignals",
+        MetricName="BurnRate", Dimensions=[{"Name": "SloName", "Value": by_hand}],
+        Statistic="Maximum", Period=60, EvaluationPeriods=1, Threshold=1.0,
+        ComparisonOperator="GreaterThanThreshold",
+    )  # fmt: skip
+    for name, request in wanted.items():
+        double.present(name, request)
+    # The service in the environment has four SLOs config does not name. "payments-slo"
+    # is not named after the service and environment: it is not even read.
+    double.listing(cfg, *wanted, by_hand, other_environment, other_role, "payments-slo")
+    double.present(by_hand, {**wanted[AVAILABILITY], "Description": "made in the console"})
+    double.present(other_environment, wanted[AVAILABILITY])
+    production = [{"Key": "bakery:environment", "Value": "production"},
+                  {"Key": "bakery:role", "Value": "backend"}]  # fmt: skip
+    double.tagged(other_environment, production)
+    double.present(other_role, wanted[AVAILABILITY])
+    frontend = [{"Key": "bakery:environment", "Value": "staging"},
+                {"Key": "bakery:role", "Value": "frontend"}]  # fmt: skip
+    double.tagged(other_role, frontend)
+    # No delete is queued: Stubber fails the run on any.
+    changes = slo.apply_slos(cfg, "staging", apply=True, clients=double.clients)
+    assert {c.action for c in changes} == {"unchanged"}
+    assert f"{by_hand}-burn-rate-60m" in alarms(double)
+    assert len(alarms(double)) == 4
+
+
+def test_a_deletion_cut_off_after_the_alarms_is_finished_by_the_next_run(
+    double: SloDouble,
+) -> None:
+    before = applied_in_full(double)
+    after = make_config("backend", ONLY_LATENCY)
+    for attempt in ("cut off", "again"):
+        double.all_present(after, AVAILABILITY)
+        double.present(AVAILABILITY, requests_of(before)[AVAILABILITY])
+        double.tagged(AVAILABILITY, bakery_tags(before))
+        if attempt == "cut off":
+            double.stub.add_client_error(
+                "delete_service_level_objective", "ThrottlingException", "slow down", 429
+            )
+            with pytest.raises(OperationFailed, match=f"deleting SLO {AVAILABILITY}"):
+                slo.apply_slos(after, "staging", apply=True, clients=double.clients)
+            # Its alarms went first; the SLO, still listed, leads the next run to it.
+            assert list(alarms(double)) == [f"{LATENCY}-burn-rate-60m"]
+    double.deleted(AVAILABILITY)
+    changes = slo.apply_slos(after, "staging", apply=True, clients=double.clients)
+    assert actions(changes)[2:] == [(AVAILABILITY, "delete", True)]
+
+
+def test_a_window_removed_from_an_entry_deletes_its_alarm_only(double: SloDouble) -> None:
+    before = applied_in_full(double)
+    one_window = (
+        "slo.objectives=[{name: list-users-availability, operation: GET /users, "
+        "availability_percent: 99.9, interval_days: 7, attainment_goal: 99.0, "
+        "burn_rate_alarms: [{window_minutes: 60, threshold: 14.4}]}]"
+    )
+    after = make_config("backend", one_window)
+    double.present(AVAILABILITY, requests_of(before)[AVAILABILITY])
+    double.updated(AVAILABILITY, requests_of(after)[AVAILABILITY])
+    double.listing(after, AVAILABILITY)  # the latency SLO: gone by hand, in this story
+    changes = slo.apply_slos(after, "staging", apply=True, clients=double.clients)
+    assert actions(changes) == [
+        (AVAILABILITY, "update", True),
+        (f"{AVAILABILITY}-burn-rate-60m", "unchanged", False),
+        (f"{AVAILABILITY}-burn-rate-360m", "delete", True),
+    ]
+    assert sorted(alarms(double)) == [f"{AVAILABILITY}-burn-rate-60m", f"{LATENCY}-burn-rate-60m"]
+
+
+def test_roles_without_a_service_or_objectives_make_no_call() -> None:
     def no_clients(region: str) -> slo.SloClients:
         raise AssertionError("no AWS call expected")
 
@@ -315,6 +496,7 @@ def test_slo_task_prints_the_plan_as_a_dry_run(
     monkeypatch.setattr(slo, "slo_clients", double.clients)
     double.absent(LATENCY)
     double.absent(AVAILABILITY)
+    double.listing(make_config("backend"))
     tasks.slo(Context(Config(lazy=True)), role=["backend"], environment="staging")
     out = capsys.readouterr().out
     assert "dry run: nothing changed" in out and "would create" in out
