@@ -12,6 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+# gunicorn kills a worker that has not checked in for `timeout` seconds, and a new worker
+# first checks in after post_fork (the SDK set-up below) and the app's import
+# (gunicorn/arbiter.py murder_workers, workers/base.py init_process). On a small or
+# emulated host that start-up can pass the 30 s default, and the workers are then killed
+# and restarted in a loop before serving anything.
+timeout = 120
+
 
 def post_fork(server: Any, worker: Any) -> None:
     from opentelemetry.instrumentation.auto_instrumentation import initialize

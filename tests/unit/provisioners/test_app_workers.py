@@ -52,3 +52,14 @@ def test_several_workers_run_gunicorn_with_uvicorn_workers(tmp_path: Path) -> No
 def test_worker_count_out_of_range_is_refused(workers: str) -> None:
     with pytest.raises(ConfigError, match=r"app\.workers"):
         load_config("backend", "aws", overrides=[f"app.workers={workers}"])
+
+
+def test_gunicorn_gives_a_booting_worker_time_to_set_up_its_sdk() -> None:
+    # A worker's SDK set-up (post_fork) and app import count against gunicorn's
+    # `timeout`; the 30 s default kills slow-starting workers in a loop.
+    settings: dict[str, object] = {}
+    conf = Path(__file__).parents[3] / "app" / "backend" / "gunicorn.conf.py"
+    exec(compile(conf.read_text(), str(conf), "exec"), settings)
+    assert isinstance(settings["timeout"], int)
+    assert settings["timeout"] >= 120
+    assert callable(settings["post_fork"])
