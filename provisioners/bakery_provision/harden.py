@@ -1,0 +1,130 @@
+"""`harden`, on every role and target: sshd, kernel parameters, unused kernel modules,
+login.defs, core dumps and the legal banner, from the plan's `hardening` settings.
+
+Each setting lands with its reason as a comment above it (docs/hardening.md). Nothing
+is applied to the running bake: sshd, sysctl and modprobe read these files at the next
+boot (sshd also at each new connection), and the gate measures that boot with lynis.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bakery_provision.context import StepContext
+from bakery_provision.errors import ProvisionError
+from bakery_provision.files import write_text
+
+HEADER = "# Written by bakery's harden step from config `hardening` (docs/hardening.md).\n"
+# sshd keeps the first value it reads for a keyword, and both distributions' sshd_config
+# include the drop-ins at the top: the lowest name wins over cloud-init's 50-cloud-init.conf.
+SSHD_DROP_IN = "/etc/ssh/sshd_config.d/00-bakery-hardening.conf"
+SSHD_CONFIG = "/etc/ssh/sshd_config"
+SYSCTL_FILE = "/etc/sysctl.d/90-bakery-hardening.conf"
+MODPROBE_FILE = "/etc/modprobe.d/bakery-hardening.conf"
+LOGIN_DEFS = "/etc/login.defs"
+LIMITS_FILE = "/etc/security/limits.d/bakery-hardening.conf"
+COREDUMP_FILE = "/etc/systemd/coredump.conf.d/bakery-hardening.conf"
+BANNER_FILES = ("/etc/issue", "/etc/issue.net")
+LOGIN_DEFS_BEGIN = "# BEGIN bakery hardening (docs/hardening.md)"
+LOGIN_DEFS_END = "# END bakery hardening"
+SECTIONS = ("sshd", "sysctl", "disabled_modules", "login_defs", "banner")
+
+
+def _settings(ctx: StepContext) -> dict[str, Any]:
+    hardening = ctx.plan.hardening
+    missing = [name for name in SECTIONS if name not in hardening]
+    if missing:
+        raise ProvisionError(
+            f"the bake plan's hardening lacks {', '.join(missing)}: re-render it with the "
+            "host's bakery"
+        )
+    return hardening
+
+
+def _lines(settings: dict[str, dict[str, Any]], separator: str) -> str:
+    return "".join(
+        f"# {item['why']}\n{key}{separator}{item['value']}\n" for key, item in settings.items()
+    )
+
+
+def harden_sshd(ctx: StepContext, settings: dict[str, dict[str, Any]]) -> bool:
+    main = ctx.path(SSHD_CONFIG)
+    if not main.is_file():
+        raise ProvisionError(f"{SSHD_CONFIG} is missing: openssh-server must be installed")
+    include = re.search(r"^\s*Include\s+/etc/ssh/sshd_config\.d/\*\.conf", main.read_text(), re.M)
+    if not include:
+        raise ProvisionError(
+            f"{SSHD_CONFIG} does not include /etc/ssh/sshd_config.d/*.conf, so the "
+            "hardening drop-in would be ignored"
+        )
+    changed = write_text(ctx, SSHD_DROP_IN, HEADER + _lines(settings, " "), mode=0o600)
+    if ctx.runner.exists("sshd"):
+        # A drop-in sshd refuses would lock every operator out of every instance.
+        ctx.runner.run(["sshd", "-t"])
+    return changed
+
+
+def harden_kernel(
+    ctx: StepContext, sysctl: dict[str, dict[str, Any]], modules: dict[str, str]
+) -> None:
+    write_text(ctx, SYSCTL_FILE, HEADER + _lines(sysctl, " = "))
+    # `install M /bin/true` (the form lynis and CIS recognise) stops loading on demand;
+    # `blacklist M` stops loading by alias (a device appearing).
+    text = "".join(
+        f"# {why}\nblacklist {module}\ninstall {module} /bin/true\n"
+        for module, why in modules.items()
+    )
+    write_text(ctx, MODPROBE_FILE, HEADER + text)
+
+
+def harden_login_defs(ctx: StepContext, settings: dict[str, dict[str, Any]]) -> bool:
+    """Replace the managed keys' lines with one commented block at the end."""
+    path = ctx.path(LOGIN_DEFS)
+    if not path.is_file():
+        raise ProvisionError(f"{LOGIN_DEFS} is missing: the base image lacks the login package")
+    kept: list[str] = []
+    in_block = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line == LOGIN_DEFS_BEGIN:
+            in_block = True
+        elif line == LOGIN_DEFS_END:
+            in_block = False
+        elif not in_block and not (line.split() and line.split()[0] in settings):
+            kept.append(line)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    block = [LOGIN_DEFS_BEGIN, *_lines(settings, " ").splitlines(), LOGIN_DEFS_END]
+    return write_text(ctx, LOGIN_DEFS, "\n".join([*kept, "", *block]) + "\n")
+
+
+def disable_core_dumps(ctx: StepContext) -> None:
+    write_text(
+        ctx,
+        LIMITS_FILE,
+        HEADER + "# No core files: they can hold secrets from a process's memory.\n"
+        "* hard core 0\n* soft core 0\n",
+    )
+    write_text(
+        ctx,
+        COREDUMP_FILE,
+        HEADER + "# systemd-coredump neither keeps nor processes core dumps.\n"
+        "[Coredump]\nStorage=none\nProcessSizeMax=0\n",
+    )
+
+
+def write_banners(ctx: StepContext, banner: str) -> None:
+    # getty expands backslash escapes in /etc/issue: a banner must not carry any.
+    text = banner.replace("\\", "") + "\n"
+    for absolute in BANNER_FILES:
+        write_text(ctx, absolute, text)
+
+
+def run(ctx: StepContext) -> None:
+    settings = _settings(ctx)
+    harden_sshd(ctx, settings["sshd"])
+    harden_kernel(ctx, settings["sysctl"], settings["disabled_modules"])
+    harden_login_defs(ctx, settings["login_defs"])
+    disable_core_dumps(ctx)
+    write_banners(ctx, settings["banner"])
+    ctx.say("hardening files in place; they take effect at the next boot")
