@@ -40,6 +40,8 @@ class HardeningFinding:
 
     def summary(self) -> str:
         what = "; ".join(self.suggestions) or self.title or "no suggestion given"
+        if not self.max_points:
+            return f"{self.test_id}: {what}"
         return f"{self.test_id} (-{self.lost_points} of {self.max_points}): {what}"
 
 
