@@ -76,7 +76,9 @@ def test_login_defs_keys_are_replaced_once_and_others_kept(harden_context: StepC
     text = harden_context.path("/etc/login.defs").read_text()
     values = settings_of(text)
     assert values["UMASK"] == "027"
-    assert values["PASS_MAX_DAYS"] == "365"
+    assert values["PASS_MIN_DAYS"] == "1"
+    # Not set: an "expired" locked password would refuse the login user's key logins.
+    assert values["PASS_MAX_DAYS"] == "99999"
     assert values["SHA_CRYPT_MIN_ROUNDS"] == "100000"
     assert values["MAIL_DIR"] == "/var/mail"
     assert [line.split()[0] for line in text.splitlines() if line.startswith("UMASK")] == ["UMASK"]
