@@ -28,6 +28,11 @@ COREDUMP_FILE = "/etc/systemd/coredump.conf.d/bakery-hardening.conf"
 BANNER_FILES = ("/etc/issue", "/etc/issue.net")
 LOGIN_DEFS_BEGIN = "# BEGIN bakery hardening (docs/hardening.md)"
 LOGIN_DEFS_END = "# END bakery hardening"
+# What `record-manifest` hashes, so `invoke diff` shows a changed hardening setting.
+OWNED_FILES = (
+    SSHD_DROP_IN, SYSCTL_FILE, MODPROBE_FILE, LOGIN_DEFS, LIMITS_FILE, COREDUMP_FILE,
+    *BANNER_FILES,
+)  # fmt: skip
 SECTIONS = ("sshd", "sysctl", "disabled_modules", "login_defs", "banner")
 
 
