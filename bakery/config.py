@@ -428,6 +428,9 @@ class HardeningSettings(Section):
     login_defs: dict[
         Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]+$")], HardeningSetting
     ] = Field(description="/etc/login.defs keys: new users' umask, password ageing, hashing")
+    shell_timeout: HardeningSetting = Field(
+        description="seconds an idle interactive shell lives (TMOUT in /etc/profile)"
+    )
     banner: Annotated[str, StringConstraints(min_length=20, max_length=400)] = Field(
         description="the legal notice in /etc/issue and /etc/issue.net"
     )

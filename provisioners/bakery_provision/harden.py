@@ -23,17 +23,18 @@ SSHD_CONFIG = "/etc/ssh/sshd_config"
 SYSCTL_FILE = "/etc/sysctl.d/90-bakery-hardening.conf"
 MODPROBE_FILE = "/etc/modprobe.d/bakery-hardening.conf"
 LOGIN_DEFS = "/etc/login.defs"
+PROFILE = "/etc/profile"
 LIMITS_FILE = "/etc/security/limits.d/bakery-hardening.conf"
 COREDUMP_FILE = "/etc/systemd/coredump.conf.d/bakery-hardening.conf"
 BANNER_FILES = ("/etc/issue", "/etc/issue.net")
-LOGIN_DEFS_BEGIN = "# BEGIN bakery hardening (docs/hardening.md)"
-LOGIN_DEFS_END = "# END bakery hardening"
+BLOCK_BEGIN = "# BEGIN bakery hardening (docs/hardening.md)"
+BLOCK_END = "# END bakery hardening"
 # What `record-manifest` hashes, so `invoke diff` shows a changed hardening setting.
 OWNED_FILES = (
-    SSHD_DROP_IN, SYSCTL_FILE, MODPROBE_FILE, LOGIN_DEFS, LIMITS_FILE, COREDUMP_FILE,
-    *BANNER_FILES,
+    SSHD_DROP_IN, SYSCTL_FILE, MODPROBE_FILE, LOGIN_DEFS, PROFILE, LIMITS_FILE,
+    COREDUMP_FILE, *BANNER_FILES,
 )  # fmt: skip
-SECTIONS = ("sshd", "sysctl", "disabled_modules", "login_defs", "banner")
+SECTIONS = ("sshd", "sysctl", "disabled_modules", "login_defs", "shell_timeout", "banner")
 
 
 def _settings(ctx: StepContext) -> dict[str, Any]:
@@ -83,24 +84,37 @@ def harden_kernel(
     write_text(ctx, MODPROBE_FILE, HEADER + text)
 
 
-def harden_login_defs(ctx: StepContext, settings: dict[str, dict[str, Any]]) -> bool:
-    """Replace the managed keys' lines with one commented block at the end."""
-    path = ctx.path(LOGIN_DEFS)
+def _with_block(ctx: StepContext, absolute: str, keys: set[str], block: str) -> bool:
+    """Drop the lines setting `keys` and any earlier block, then end with `block`."""
+    path = ctx.path(absolute)
     if not path.is_file():
-        raise ProvisionError(f"{LOGIN_DEFS} is missing: the base image lacks the login package")
+        raise ProvisionError(f"{absolute} is missing: the base image lacks the package of it")
     kept: list[str] = []
     in_block = False
     for line in path.read_text(encoding="utf-8").splitlines():
-        if line == LOGIN_DEFS_BEGIN:
+        words = line.replace("=", " ").split()
+        if line == BLOCK_BEGIN:
             in_block = True
-        elif line == LOGIN_DEFS_END:
+        elif line == BLOCK_END:
             in_block = False
-        elif not in_block and not (line.split() and line.split()[0] in settings):
+        elif not in_block and not (words and words[0] in keys):
             kept.append(line)
     while kept and not kept[-1].strip():
         kept.pop()
-    block = [LOGIN_DEFS_BEGIN, *_lines(settings, " ").splitlines(), LOGIN_DEFS_END]
-    return write_text(ctx, LOGIN_DEFS, "\n".join([*kept, "", *block]) + "\n")
+    lines = [*kept, "", BLOCK_BEGIN, *block.splitlines(), BLOCK_END]
+    return write_text(ctx, absolute, "\n".join(lines) + "\n")
+
+
+def harden_login_defs(ctx: StepContext, settings: dict[str, dict[str, Any]]) -> bool:
+    """Replace the managed keys' lines with one commented block at the end."""
+    return _with_block(ctx, LOGIN_DEFS, set(settings), _lines(settings, " "))
+
+
+def set_shell_timeout(ctx: StepContext, setting: dict[str, Any]) -> bool:
+    """Idle interactive shells end after the timeout; readonly, so a user cannot unset it.
+    In /etc/profile itself: that is where lynis (SHLL-6220) and CIS look for it."""
+    block = f"# {setting['why']}\nTMOUT={setting['value']}\nreadonly TMOUT\nexport TMOUT\n"
+    return _with_block(ctx, PROFILE, {"TMOUT"}, block)
 
 
 def disable_core_dumps(ctx: StepContext) -> None:
@@ -130,6 +144,7 @@ def run(ctx: StepContext) -> None:
     harden_sshd(ctx, settings["sshd"])
     harden_kernel(ctx, settings["sysctl"], settings["disabled_modules"])
     harden_login_defs(ctx, settings["login_defs"])
+    set_shell_timeout(ctx, settings["shell_timeout"])
     disable_core_dumps(ctx)
     write_banners(ctx, settings["banner"])
     ctx.say("hardening files in place; they take effect at the next boot")

@@ -213,6 +213,9 @@ BASE_IMAGE_FILES = {
         "Include /etc/ssh/sshd_config.d/*.conf\n"
         "KbdInteractiveAuthentication no\nUsePAM yes\nX11Forwarding yes\n"
     ),
+    "/etc/profile": (
+        'if [ "$(id -u)" -eq 0 ]; then\n  PATH="/usr/local/sbin:/usr/bin"\nfi\nexport PATH\n'
+    ),
     "/etc/login.defs": (
         "# comment\nMAIL_DIR /var/mail\nPASS_MAX_DAYS\t99999\nPASS_MIN_DAYS\t0\n"
         "UMASK\t\t022\n#SHA_CRYPT_MIN_ROUNDS 5000\nENCRYPT_METHOD SHA512\n"

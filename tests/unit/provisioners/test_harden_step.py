@@ -124,3 +124,18 @@ def test_step_runs_on_every_role(tmp_path: Path) -> None:
     for role in ("backend", "frontend", "database"):
         assert "harden" in bake_plan(load_config(role, "local"))["steps"]
         assert "harden" in bake_plan(load_config(role, "aws"))["steps"]
+
+
+def test_idle_shells_time_out_and_the_profile_keeps_the_rest(harden_context: StepContext) -> None:
+    harden.run(harden_context)
+    profile = harden_context.path(harden.PROFILE).read_text()
+    assert "TMOUT=900\nreadonly TMOUT\nexport TMOUT\n" in profile
+    assert profile.startswith('if [ "$(id -u)" -eq 0 ]; then')
+    assert "export PATH\n" in profile
+    # The shell itself reads it: the block is valid sh and sets a read-only TMOUT.
+    shown = subprocess.run(
+        ["sh", "-c", f". {harden_context.path(harden.PROFILE)}; echo $TMOUT; TMOUT=1"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert shown.stdout.splitlines()[0] == "900"
+    assert shown.returncode != 0 and "read only" in shown.stderr
