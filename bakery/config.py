@@ -428,6 +428,9 @@ class HardeningSettings(Section):
     login_defs: dict[
         Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]+$")], HardeningSetting
     ] = Field(description="/etc/login.defs keys: new users' umask, password ageing, hashing")
+    packages: dict[
+        OsFamily, dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.+-]+$")], Reason]
+    ] = Field(description="per OS family: small packages whose hardening is worth their cost")
     shell_timeout: HardeningSetting = Field(
         description="seconds an idle interactive shell lives (TMOUT in /etc/profile)"
     )

@@ -34,7 +34,9 @@ OWNED_FILES = (
     SSHD_DROP_IN, SYSCTL_FILE, MODPROBE_FILE, LOGIN_DEFS, PROFILE, LIMITS_FILE,
     COREDUMP_FILE, *BANNER_FILES,
 )  # fmt: skip
-SECTIONS = ("sshd", "sysctl", "disabled_modules", "login_defs", "shell_timeout", "banner")
+SECTIONS = (
+    "sshd", "sysctl", "disabled_modules", "login_defs", "packages", "shell_timeout", "banner"
+)  # fmt: skip
 
 
 def _settings(ctx: StepContext) -> dict[str, Any]:
@@ -139,8 +141,17 @@ def write_banners(ctx: StepContext, banner: str) -> None:
         write_text(ctx, absolute, text)
 
 
+def install_packages(ctx: StepContext, packages: dict[str, dict[str, str]]) -> list[str]:
+    """The OS family's hardening packages; their own setup (pam-auth-update) enables them."""
+    wanted = list(packages.get(ctx.plan.os, {}))
+    installed = ctx.packages.install(wanted) if wanted else []
+    ctx.say("installed " + ", ".join(installed) if installed else "hardening packages present")
+    return installed
+
+
 def run(ctx: StepContext) -> None:
     settings = _settings(ctx)
+    install_packages(ctx, settings["packages"])
     harden_sshd(ctx, settings["sshd"])
     harden_kernel(ctx, settings["sysctl"], settings["disabled_modules"])
     harden_login_defs(ctx, settings["login_defs"])

@@ -139,3 +139,13 @@ def test_idle_shells_time_out_and_the_profile_keeps_the_rest(harden_context: Ste
     )  # fmt: skip
     assert shown.stdout.splitlines()[0] == "900"
     assert shown.returncode != 0 and "read only" in shown.stderr
+
+
+def test_hardening_packages_of_the_os_family_are_installed_once(
+    harden_context: StepContext, fake_system: FakeSystem
+) -> None:
+    harden.run(harden_context)
+    assert {"libpam-passwdqc", "libpam-tmpdir"} <= set(fake_system.packages)
+    fake_system.reset_log()
+    harden.run(harden_context)
+    assert fake_system.install_commands() == []
