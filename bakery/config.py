@@ -419,8 +419,52 @@ class VerifySettings(Section):
     """Thresholds the verification gate holds images to."""
 
     max_exposure: float = Field(ge=0, le=10, description="systemd-analyze security ceiling")
+    min_hardening_index: int = Field(
+        ge=0, le=100, description="lowest lynis hardening index the gate accepts (0: any)"
+    )
     boot_timeout_s: int = Field(
         ge=10, le=3600, description="how long a verification boot may take to answer SSH"
+    )
+
+
+# A one-line reason, written as a comment above the setting it explains on the image.
+Reason = Annotated[str, StringConstraints(min_length=8, max_length=200)]
+SettingValue = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9@.,:_/+-]+( [A-Za-z0-9@.,:_/+-]+)*$")
+]
+
+
+class HardeningSetting(Section):
+    """One hardening setting: its value and why the image has it."""
+
+    value: SettingValue | int
+    why: Reason
+
+
+class HardeningSettings(Section):
+    """The `harden` bake step's settings (docs/hardening.md); every one has a reason."""
+
+    sshd: dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Za-z0-9]+$")], HardeningSetting
+    ] = Field(description="sshd_config keywords, in a drop-in read before any other")
+    sysctl: dict[
+        Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]*(\.[a-z0-9_*-]+)+$")],
+        HardeningSetting,
+    ] = Field(description="kernel parameters, applied at every boot by systemd-sysctl")
+    disabled_modules: dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]+$")], Reason] = (
+        Field(description="kernel modules never loaded (blacklisted, install /bin/false)")
+    )
+    login_defs: dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]+$")], HardeningSetting
+    ] = Field(description="/etc/login.defs keys: new users' umask, password ageing, hashing")
+    packages: dict[
+        OsFamily, dict[Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.+-]+$")], Reason]
+    ] = Field(description="per OS family: small packages whose hardening is worth their cost")
+    shell_timeout: HardeningSetting = Field(
+        description="seconds an idle interactive shell lives (TMOUT in /etc/profile)"
+    )
+    banner: Annotated[str, StringConstraints(min_length=20, max_length=400)] = Field(
+        description="the legal notice in /etc/issue and /etc/issue.net"
     )
 
 
@@ -542,6 +586,7 @@ class BakeryConfig(Section):
     local: LocalSettings
     ssh: SshSettings
     verify: VerifySettings
+    hardening: HardeningSettings
     slo: SloSettings
     sampling: SamplingSettings
 

@@ -89,7 +89,16 @@ class ImageRecord:
 
 
 # `invoke images`: the same columns for every target (a target may add its own after).
-LISTING_COLUMNS = ("role", "arch", "image", "built", "status", "inputs hash", "size MB")
+LISTING_COLUMNS = (
+    "role",
+    "arch",
+    "image",
+    "built",
+    "status",
+    "inputs hash",
+    "size MB",
+    "hardening",
+)
 
 
 def listing_row(record: ImageRecord, image: str | None = None) -> tuple[str, ...]:
@@ -104,7 +113,15 @@ def listing_row(record: ImageRecord, image: str | None = None) -> tuple[str, ...
         record.status or "-",
         record.inputs_hash or "-",
         f"{int(size) / 1e6:.0f}" if size else "-",
+        hardening_index(record),
     )
+
+
+def hardening_index(record: ImageRecord) -> str:
+    """The lynis hardening index the gate measured on the image, or `-` before it ran."""
+    hardening = (record.verification or {}).get("hardening") or {}
+    index = hardening.get("index")
+    return str(index) if isinstance(index, int) else "-"
 
 
 def utc_timestamp() -> str:

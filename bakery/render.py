@@ -160,13 +160,21 @@ def bake_plan(cfg: BakeryConfig, artifacts: Artifacts | None = None) -> dict[str
         },
         "app": {"user": cfg.app.user, "dir": cfg.app.dir, "port": cfg.app.port},
         "otel": {"distro_version": cfg.otel.distro_version},
+        "hardening": cfg.hardening.model_dump(mode="json"),
         "steps": provisioning_steps(cfg),
     }
 
 
 def provisioning_steps(cfg: BakeryConfig) -> list[str]:
     """The provisioner steps in order; each is one Packer shell provisioner."""
-    return ["prepare", "install-agent", f"install-{cfg.role}", "record-manifest", "seal"]
+    return [
+        "prepare",
+        "install-agent",
+        f"install-{cfg.role}",
+        "harden",
+        "record-manifest",
+        "seal",
+    ]
 
 
 def render_role(

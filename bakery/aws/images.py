@@ -4,7 +4,7 @@ their snapshots and tags, and the listing of what exists where."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 
@@ -270,6 +270,7 @@ def image_record(image: ImageTypeDef, role: str, region: str) -> ImageRecord:
         built_at=image.get("CreationDate", ""),
         path=record_path(RECORDS_DIR, role, ami_id),
         status=values.get(tags.STATUS, ""),
+        verification=_tagged_verification(values),
         details={
             "region": region,
             "ami_id": ami_id,
@@ -279,6 +280,12 @@ def image_record(image: ImageTypeDef, role: str, region: str) -> ImageRecord:
             "tags": values,
         },
     )
+
+
+def _tagged_verification(values: dict[str, str]) -> dict[str, Any] | None:
+    """What the gate's tags say of its run: the hardening index, when it measured one."""
+    index = values.get(tags.HARDENING_INDEX, "")
+    return {"hardening": {"index": int(index)}} if index.isdigit() else None
 
 
 def list_images(configs: Sequence[BakeryConfig]) -> list[ImageRecord]:

@@ -32,6 +32,8 @@ STATUS = "bakery:status"
 RUN_ID = "bakery:run-id"
 FAILED_CHECKS = "bakery:failed-checks"
 VERIFIED_AT = "bakery:verified-at"
+# The lynis hardening index the gate measured (bakery/verify/hardening.py).
+HARDENING_INDEX = "bakery:hardening-index"
 COPIED_FROM = "bakery:copied-from"
 COPIED_FROM_REGION = "bakery:copied-from-region"
 PURPOSE = "bakery:purpose"

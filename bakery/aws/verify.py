@@ -390,6 +390,9 @@ class AwsTarget:
         values = {tags.STATUS: result.verdict, tags.VERIFIED_AT: tags.timestamp(self.clock())}
         if summary:
             values[tags.FAILED_CHECKS] = summary
+        index = (result.hardening or {}).get("index")
+        if isinstance(index, int):
+            values[tags.HARDENING_INDEX] = str(index)
         tag_image(self.ec2, self.image, values)
         if not summary:
             with aws_errors(f"clearing old failed checks on {record.image}"):

@@ -22,7 +22,8 @@ from bakery.config import REPO_ROOT, BakeryConfig
 from bakery.records import REJECTED, VERIFIED, utc_timestamp
 
 INFRA_TESTS = REPO_ROOT / "tests" / "infra"
-SUITE_TIMEOUT_S = 900
+# The lynis audit (tests/infra/test_hardening.py) alone takes minutes under TCG.
+SUITE_TIMEOUT_S = 1500
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ class SuiteResult:
     error: str | None = None
     boot_seconds: float = 0.0
     test_seconds: float = 0.0
+    # The lynis audit's summary (bakery/verify/hardening.py), when the suites ran it.
+    hardening: dict[str, Any] | None = None
 
     @property
     def verified(self) -> bool:
@@ -116,6 +119,7 @@ class SuiteResult:
             "test_seconds": self.test_seconds,
             "junit": _shown(self.junit) if self.junit else None,
             "error": self.error,
+            "hardening": self.hardening,
         }
 
 
@@ -144,6 +148,19 @@ def read_junit(path: Path) -> tuple[int, int, int, tuple[str, ...]]:
     return passed, failed, skipped, tuple(dict.fromkeys(names))
 
 
+def hardening_from_junit(path: Path) -> dict[str, Any] | None:
+    """The lynis summary `tests/infra/test_hardening.py` put in the report's test-suite
+    properties, or None when the audit did not get that far."""
+    for prop in ElementTree.parse(path).getroot().iter("property"):
+        if prop.get("name") == "hardening":
+            try:
+                summary = json.loads(prop.get("value", ""))
+            except ValueError:
+                return None
+            return summary if isinstance(summary, dict) else None
+    return None
+
+
 def failed_checks_from_junit(path: Path) -> tuple[str, ...]:
     """The failed checks a JUnit report names (see `read_junit`); none without a report."""
     return read_junit(path)[3] if path.exists() else ()
@@ -165,6 +182,7 @@ def expectations(cfg: BakeryConfig, settings: dict[str, str]) -> dict[str, Any]:
         "agent_min_version": cfg.agent.min_version,
         "agent_package": cfg.agent.package,
         "max_exposure": cfg.verify.max_exposure,
+        "min_hardening_index": cfg.verify.min_hardening_index,
         "backend_url": settings.get("BACKEND_URL", cfg.launch.backend_url),
         "db_name": settings.get("DB_NAME", cfg.launch.db_name),
         "db_user": settings.get("DB_USER", cfg.launch.db_user),
@@ -215,4 +233,7 @@ def run_suites(
             error=f"the suites did not run (exit {result.returncode}); see {_shown(output)}",
         )
     passed, failed, skipped, names = read_junit(junit)
-    return SuiteResult(passed, failed, skipped, names, result.returncode, junit)
+    return SuiteResult(
+        passed, failed, skipped, names, result.returncode, junit,
+        hardening=hardening_from_junit(junit),
+    )  # fmt: skip

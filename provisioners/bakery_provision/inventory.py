@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from bakery_provision import agent, backend, database, frontend, prepare
+from bakery_provision import agent, backend, database, frontend, harden, prepare
 from bakery_provision.context import StepContext
 from bakery_provision.files import SKIPPED_NAMES, SKIPPED_SUFFIXES
 
@@ -27,7 +27,9 @@ EPHEMERAL_PORTS_FROM = 32768
 
 def owned_files(ctx: StepContext) -> list[str]:
     """Absolute paths of the single files bakery installs for this plan's role."""
-    common = (*prepare.ROOTFS_FILES, *agent.ROOTFS_FILES, agent.AGENT_ENV_FILE)
+    common = (
+        *prepare.ROOTFS_FILES, *agent.ROOTFS_FILES, agent.AGENT_ENV_FILE, *harden.OWNED_FILES
+    )  # fmt: skip
     paths = [*common, ctx.plan.agent.config_path, *ROLE_FILES[ctx.plan.role]]
     if ctx.plan.role == "database":
         paths.append(database.SERVER_CONFIG_TARGET[ctx.plan.os])

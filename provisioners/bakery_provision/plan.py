@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,8 @@ class BakePlan:
     app: AppPlan
     otel_distro_version: str
     steps: tuple[str, ...]
+    # The `harden` step's settings, as config's `hardening` section (only it reads them).
+    hardening: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BakePlan:
@@ -78,6 +80,7 @@ class BakePlan:
                 app=AppPlan(user=str(app["user"]), dir=str(app["dir"]), port=int(app["port"])),
                 otel_distro_version=str(data["otel"]["distro_version"]),
                 steps=tuple(str(step) for step in data["steps"]),
+                hardening=dict(data.get("hardening") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProvisionError(

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bakery_provision import agent, backend, database, frontend, manifest, prepare, seal
+from bakery_provision import (
+    agent,
+    backend,
+    database,
+    frontend,
+    harden,
+    manifest,
+    prepare,
+    seal,
+)
 from bakery_provision.context import StepContext
 from bakery_provision.errors import ProvisionError
 
@@ -14,6 +23,7 @@ STEPS: dict[str, Callable[[StepContext], None]] = {
     "install-backend": backend.run,
     "install-frontend": frontend.run,
     "install-database": database.run,
+    "harden": harden.run,
     "record-manifest": manifest.run,
     "seal": seal.run,
 }

@@ -73,7 +73,13 @@ def test_listing_names_each_image_once_when_copy_regions_holds_the_home_region(
 def test_an_ami_is_listed_as_the_record_its_build_wrote(ec2: Any, tmp_path: Path) -> None:
     # The same ImageRecord, the same columns: read back from the AMI's tags, it says
     # what the build's record says about the fields both targets list.
-    ami = make_image(extra_tags={tags.GIT_COMMIT: "abc1234", tags.PACKER_VERSION: "1.6.6"})
+    ami = make_image(
+        extra_tags={
+            tags.GIT_COMMIT: "abc1234",
+            tags.PACKER_VERSION: "1.6.6",
+            tags.HARDENING_INDEX: "83",
+        }
+    )
     [listed] = list_images([make_config("backend")])
     assert isinstance(listed, ImageRecord)
     assert (listed.role, listed.os, listed.target, listed.image) == (
@@ -96,6 +102,7 @@ def test_an_ami_is_listed_as_the_record_its_build_wrote(ec2: Any, tmp_path: Path
         git_commit="abc1234",
         status="verified",
         details={"size_bytes": 900_000_000},
+        verification={"hardening": {"index": 83}},
     )
     write_record(local)
     local_read = read_record(local.path)
@@ -105,7 +112,7 @@ def test_an_ami_is_listed_as_the_record_its_build_wrote(ec2: Any, tmp_path: Path
     by_column = {
         column: (a, b) for column, a, b in zip(LISTING_COLUMNS, aws_row, local_row, strict=True)
     }
-    for column in ("role", "status", "inputs hash"):
+    for column in ("role", "status", "inputs hash", "hardening"):
         assert by_column[column][0] == by_column[column][1], column
     for column in LISTING_COLUMNS:
         assert "-" not in by_column[column], f"{column} is missing on a target: {by_column}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -226,3 +227,12 @@ def test_junit_failures_become_check_names(tmp_path: Path) -> None:
     )
     assert summarise(()) == ""
     assert summarise(("a.b",)) == "1 failed: a.b"
+
+
+def test_measured_hardening_index_is_tagged_and_recorded(ec2: Any, tmp_path: Path) -> None:
+    ami = make_image(status=tags.BUILT)
+    outcome = replace(suite_outcome(True), hardening={"index": 84, "tool": "lynis 3.0.8"})
+    run(tmp_path, Runner(outcome), ami)
+    assert image_tags(ec2, ami)[tags.HARDENING_INDEX] == "84"
+    record = json.loads((tmp_path / "records" / f"backend-{ami}.json").read_text())
+    assert record["verification"]["hardening"]["index"] == 84

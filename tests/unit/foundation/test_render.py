@@ -153,7 +153,14 @@ def test_provisioner_steps_run_in_order_and_seal_last(tmp_path: Path, target: st
     provisioners = _provisioners(_render(tmp_path, "frontend", target))
     commands = [" ".join(body.get("inline", [])) for kind, body in provisioners if kind == "shell"]
     steps = [re.search(r"provision.py (\S+)", c).group(1) for c in commands if "provision.py" in c]  # type: ignore[union-attr]
-    assert steps == ["prepare", "install-agent", "install-frontend", "record-manifest", "seal"]
+    assert steps == [
+        "prepare",
+        "install-agent",
+        "install-frontend",
+        "harden",
+        "record-manifest",
+        "seal",
+    ]
     kinds = [kind for kind, _ in provisioners]
     assert kinds.index("file") < kinds.index("shell", 1)  # the stage is uploaded first
 

@@ -207,6 +207,29 @@ class FakeSystem(CommandRunner):
         return 0, "", ""
 
 
+# Files of the base image that steps edit rather than write (as Debian 12 ships them).
+BASE_IMAGE_FILES = {
+    "/etc/ssh/sshd_config": (
+        "Include /etc/ssh/sshd_config.d/*.conf\n"
+        "KbdInteractiveAuthentication no\nUsePAM yes\nX11Forwarding yes\n"
+    ),
+    "/etc/profile": (
+        'if [ "$(id -u)" -eq 0 ]; then\n  PATH="/usr/local/sbin:/usr/bin"\nfi\nexport PATH\n'
+    ),
+    "/etc/login.defs": (
+        "# comment\nMAIL_DIR /var/mail\nPASS_MAX_DAYS\t99999\nPASS_MIN_DAYS\t0\n"
+        "UMASK\t\t022\n#SHA_CRYPT_MIN_ROUNDS 5000\nENCRYPT_METHOD SHA512\n"
+    ),
+}
+
+
+def put_base_image_files(root: Path) -> None:
+    for absolute, text in BASE_IMAGE_FILES.items():
+        path = root / absolute.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
 def plan_data(**changes: Any) -> dict[str, Any]:
     """A bake plan as the renderer writes it (backend, debian12, local test double)."""
     data: dict[str, Any] = {
@@ -226,7 +249,14 @@ def plan_data(**changes: Any) -> dict[str, Any]:
         },
         "app": {"user": "app", "dir": "/opt/app", "port": 8000},
         "otel": {"distro_version": "0.21.0"},
-        "steps": ["prepare", "install-agent", "install-backend", "record-manifest", "seal"],
+        "steps": [
+            "prepare",
+            "install-agent",
+            "install-backend",
+            "harden",
+            "record-manifest",
+            "seal",
+        ],
     }
     for key, value in changes.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
@@ -238,6 +268,7 @@ def plan_data(**changes: Any) -> dict[str, Any]:
             "prepare",
             "install-agent",
             f"install-{changes['role']}",
+            "harden",
             "record-manifest",
             "seal",
         ]

@@ -13,7 +13,7 @@ import pytest
 from bakery_provision.context import StepContext
 from bakery_provision.plan import BakePlan
 from bakery_provision.steps import run_step
-from provisioner_fakes import REPO_ROOT, FakeSystem
+from provisioner_fakes import REPO_ROOT, FakeSystem, put_base_image_files
 
 Render = Callable[..., Path]
 
@@ -50,6 +50,7 @@ def upload_stage(fake_system: FakeSystem, rendered: Path, role: str) -> BakePlan
 def test_whole_bake(render_stage: Render, tmp_path: Path, role: str, os_family: str) -> None:
     fake_system = FakeSystem(tmp_path / "root")
     fake_system.programs.add("mysql")
+    put_base_image_files(fake_system.root)
     plan = upload_stage(fake_system, render_stage(role, os_family), role)
 
     def run(step: str) -> None:

@@ -1,0 +1,148 @@
+"""Reading a lynis audit: the hardening index and the findings that cost the most points.
+
+The gate's `tests/infra/test_hardening.py` runs lynis (this host's Debian package, copied
+onto the booted image) and hands its report file and log here. lynis writes the index
+into the report (`hardening_index=N`); the points each test earned are only in its log
+(`Performing test ID X` ... `assigned partial number of hardening points (A of B)`),
+so the findings are ranked from the log and explained by the report's suggestions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from bakery.errors import BakeryError
+
+_TEST_START = re.compile(r"Performing test ID (?P<id>[A-Z0-9]+-[0-9A-Z]+) \((?P<title>.*)\)\s*$")
+_PARTIAL = re.compile(
+    r"assigned partial number of hardening points \((?P<got>\d+) of (?P<max>\d+)\)"
+)
+_FULL = re.compile(r"assigned maximum number of hardening points for this item \((?P<max>\d+)\)")
+# How many findings a record and a failure message carry.
+SHOWN_FINDINGS = 10
+
+
+class LynisReportError(BakeryError):
+    """A lynis report without the hardening index: lynis did not finish."""
+
+
+@dataclass(frozen=True)
+class HardeningFinding:
+    """One lynis test that did not earn all its hardening points."""
+
+    test_id: str
+    lost_points: int
+    max_points: int
+    title: str = ""
+    suggestions: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        what = "; ".join(self.suggestions) or self.title or "no suggestion given"
+        if not self.max_points:
+            return f"{self.test_id}: {what}"
+        return f"{self.test_id} (-{self.lost_points} of {self.max_points}): {what}"
+
+
+@dataclass(frozen=True)
+class HardeningAudit:
+    """What one lynis run found on one image."""
+
+    index: int
+    lynis_version: str = ""
+    tests_performed: int = 0
+    findings: tuple[HardeningFinding, ...] = field(default=())
+
+    def lowest_scoring(self, count: int = SHOWN_FINDINGS) -> tuple[HardeningFinding, ...]:
+        return self.findings[:count]
+
+    def as_record(self) -> dict[str, Any]:
+        """What an image record keeps (`verification.hardening`)."""
+        return {
+            "index": self.index,
+            "tool": f"lynis {self.lynis_version}".strip(),
+            "tests_performed": self.tests_performed,
+            "lowest_scoring": [finding.summary() for finding in self.lowest_scoring()],
+        }
+
+
+def _report_values(report: str) -> dict[str, list[str]]:
+    values: dict[str, list[str]] = {}
+    for line in report.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            values.setdefault(key.removesuffix("[]"), []).append(value)
+    return values
+
+
+def _points_by_test(log: str) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
+    """(lost, max) points per test id, summed over the test's items, and each title."""
+    points: dict[str, tuple[int, int]] = {}
+    titles: dict[str, str] = {}
+    current = ""
+    for line in log.splitlines():
+        start = _TEST_START.search(line)
+        if start:
+            current = start.group("id")
+            titles[current] = start.group("title")
+            continue
+        partial = _PARTIAL.search(line)
+        full = _FULL.search(line)
+        if not current or not (partial or full):
+            continue
+        if partial:
+            earned, most = int(partial.group("got")), int(partial.group("max"))
+        else:
+            assert full is not None
+            earned = most = int(full.group("max"))
+        lost, total = points.get(current, (0, 0))
+        points[current] = (lost + most - earned, total + most)
+    return points, titles
+
+
+def parse_lynis(report: str, log: str = "") -> HardeningAudit:
+    """The hardening index from a lynis report file, findings ranked by points lost."""
+    values = _report_values(report)
+    index_values = values.get("hardening_index", [])
+    if not index_values or not index_values[-1].strip().isdigit():
+        raise LynisReportError(
+            "the lynis report has no hardening_index: lynis did not finish its audit (see its log)"
+        )
+    suggestions: dict[str, list[str]] = {}
+    for entry in values.get("suggestion", []) + values.get("warning", []):
+        test_id, _, rest = entry.partition("|")
+        text = rest.split("|", 1)[0].strip()
+        if text and text not in suggestions.setdefault(test_id, []):
+            suggestions[test_id].append(text)
+    points, titles = _points_by_test(log)
+    findings = [
+        HardeningFinding(
+            test_id, lost, most, titles.get(test_id, ""), tuple(suggestions.get(test_id, ()))
+        )
+        for test_id, (lost, most) in points.items()
+        if lost > 0
+    ]
+    # Tests that only suggested (no points at stake) come after every test that lost some.
+    findings.extend(
+        HardeningFinding(test_id, 0, 0, titles.get(test_id, ""), tuple(texts))
+        for test_id, texts in suggestions.items()
+        if test_id not in points or points[test_id][0] == 0
+    )
+    findings.sort(key=lambda finding: (-finding.lost_points, finding.test_id))
+    performed = values.get("lynis_tests_done", ["0"])[-1]
+    return HardeningAudit(
+        index=int(index_values[-1]),
+        lynis_version=values.get("lynis_version", [""])[-1],
+        tests_performed=int(performed) if performed.isdigit() else 0,
+        findings=tuple(findings),
+    )
+
+
+def hardening_failure(audit: HardeningAudit, minimum: int) -> str | None:
+    """The gate's message when the index is below `minimum`, else None."""
+    if audit.index >= minimum:
+        return None
+    lines = [f"lynis hardening index {audit.index} is below verify.min_hardening_index {minimum}"]
+    lines += [f"  {finding.summary()}" for finding in audit.lowest_scoring()]
+    return "\n".join(lines)

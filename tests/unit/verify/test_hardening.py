@@ -1,0 +1,110 @@
+"""bakery/verify/hardening.py: lynis's report and log read into an index and findings,
+the threshold rule, and the summary the JUnit report carries into the image record.
+
+The fixture is a real lynis 3.0.8 audit (Debian's package, run on a Debian 12 build
+host with `--quick`), trimmed to the lines bakery reads: every `Performing test ID` and
+hardening-points line of the log, and the report's index, version, count, suggestions
+and warnings.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bakery.records import LISTING_COLUMNS, ImageRecord, hardening_index, listing_row
+from bakery.verify.hardening import LynisReportError, hardening_failure, parse_lynis
+from bakery.verify.suites import SuiteResult, hardening_from_junit
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "lynis"
+REPORT = (FIXTURES / "report.dat").read_text()
+LOG = (FIXTURES / "audit.log").read_text()
+
+
+def image_record(verification: dict[str, Any] | None = None) -> ImageRecord:
+    return ImageRecord(
+        role="backend", os="debian12", target="local", image="backend-x.qcow2",
+        inputs_hash="x", git_commit="c", packer_version="1.6.6",
+        built_at="2026-12-02T03:00:00Z", path=Path("record.json"), verification=verification,
+    )  # fmt: skip
+
+
+def test_index_is_the_reports_own() -> None:
+    audit = parse_lynis(REPORT, LOG)
+    assert audit.index == 56
+    assert audit.lynis_version == "3.0.8"
+    assert audit.tests_performed == 234
+
+
+def test_points_lost_per_test_add_up_to_lynis_own_total() -> None:
+    # lynis's last points line holds its running totals: the findings must account for
+    # every point it did not award, so none is dropped or counted twice.
+    earned, total = map(int, re.findall(r"having (\d+) points \(out of (\d+)\)", LOG)[-1])
+    audit = parse_lynis(REPORT, LOG)
+    assert sum(finding.lost_points for finding in audit.findings) == total - earned
+    assert earned * 100 // total == audit.index
+
+
+def test_findings_are_ranked_by_points_lost_and_explained() -> None:
+    findings = parse_lynis(REPORT, LOG).findings
+    lost = [finding.lost_points for finding in findings]
+    assert lost == sorted(lost, reverse=True)
+    by_id = {finding.test_id: finding for finding in findings}
+    assert "Add a legal banner to /etc/issue" in by_id["BANN-7126"].summary()
+    # A test that only suggested (no points at stake) still shows, after the others.
+    assert by_id["LYNIS"].lost_points == 0
+
+
+def test_report_without_index_is_an_error() -> None:
+    cut = REPORT.replace("hardening_index=56\n", "")
+    with pytest.raises(LynisReportError, match="no hardening_index"):
+        parse_lynis(cut, LOG)
+
+
+def test_below_the_minimum_names_the_lowest_scoring_findings() -> None:
+    audit = parse_lynis(REPORT, LOG)
+    message = hardening_failure(audit, 80)
+    assert message is not None
+    assert message.startswith("lynis hardening index 56 is below verify.min_hardening_index 80")
+    assert audit.lowest_scoring()[0].summary() in message
+    assert hardening_failure(audit, 56) is None
+    assert hardening_failure(audit, 0) is None
+
+
+def test_summary_travels_through_pytests_junit_report_into_the_record(tmp_path: Path) -> None:
+    """The same route as the gate: record_testsuite_property in a check, pytest's own JUnit
+    writer, read back by the suite runner."""
+    summary = parse_lynis(REPORT, LOG).as_record()
+    check = tmp_path / "test_check.py"
+    check.write_text(
+        "import json\n"
+        "def test_audit(record_testsuite_property):\n"
+        f"    record_testsuite_property('hardening', json.dumps({summary!r}))\n"
+    )
+    junit = tmp_path / "report.xml"
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+         str(check), f"--junitxml={junit}"],
+        check=True, capture_output=True, cwd=tmp_path,
+    )  # fmt: skip
+    read = hardening_from_junit(junit)
+    assert read == summary
+    verification = SuiteResult(passed=1, hardening=read).as_verification()
+    record = image_record(verification)
+    assert hardening_index(record) == "56"
+    assert dict(zip(LISTING_COLUMNS, listing_row(record), strict=True))["hardening"] == "56"
+
+
+def test_junit_without_an_audit_has_no_hardening(tmp_path: Path) -> None:
+    junit = tmp_path / "r.xml"
+    junit.write_text(
+        '<testsuites><testsuite><testcase classname="a" name="b"/></testsuite></testsuites>'
+    )
+    assert hardening_from_junit(junit) is None
+    record = image_record()
+    assert hardening_index(record) == "-"
