@@ -61,9 +61,18 @@ def lynis_archive() -> bytes:
     return buffer.getvalue()
 
 
+def minimum_index(expect: dict[str, Any]) -> int:
+    return int(expect.get("min_hardening_index", 0))
+
+
 @pytest.fixture(scope="module")
-def lynis_folder(host: Any) -> Iterator[str]:
+def lynis_folder(host: Any, expect: dict[str, Any]) -> Iterator[str]:
     """lynis unpacked in a private root-owned folder on the instance, removed after."""
+    if minimum_index(expect) == 0:
+        pytest.skip(
+            "verify.min_hardening_index is 0 (the local target's default: lynis takes over "
+            "10 minutes under TCG): no audit"
+        )
     folder = host.check_output("sudo mktemp -d /root/bakery-lynis.XXXXXX")
     try:
         encoded = base64.b64encode(lynis_archive()).decode("ascii")
@@ -104,7 +113,7 @@ def test_hardening_index_reaches_the_minimum(
 ) -> None:
     record_testsuite_property("hardening_index", audit.index)
     record_testsuite_property("hardening", json.dumps(audit.as_record()))
-    failure = hardening_failure(audit, int(expect.get("min_hardening_index", 0)))
+    failure = hardening_failure(audit, minimum_index(expect))
     assert failure is None, failure
 
 
