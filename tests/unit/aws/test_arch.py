@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import hcl2
 import pytest
+from packer_hcl import variable_defaults
 
 from bakery.aws import tags
 from bakery.aws.build import build_on_aws
@@ -33,24 +33,6 @@ INPUTS = RunInputs("feedfacecafebeef", "abc123def456")
 RUNNER_ADDRESS = "198.51.100.4"
 
 
-def _unquote(value: Any) -> Any:
-    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
-        return json.loads(value)
-    if isinstance(value, list):
-        return [_unquote(item) for item in value]
-    return value
-
-
-def _variables(directory: Path) -> dict[str, Any]:
-    """The rendered template's variable defaults, read as Packer reads them."""
-    parsed = hcl2.loads((directory / "variables.pkr.hcl").read_text())
-    return {
-        _unquote(name): _unquote(body.get("default"))
-        for block in parsed["variable"]
-        for name, body in block.items()
-    }
-
-
 def _var_file_value(var_file: Path, name: str) -> str:
     for line in var_file.read_text().splitlines():
         key, _, value = line.partition("=")
@@ -69,7 +51,7 @@ class AmazonEbsDouble:
 
     def __call__(self, args: list[str], cwd: Path, log_path: Path) -> None:
         log_path.write_text("amazon-ebs double\n")
-        defaults = _variables(cwd)
+        defaults = variable_defaults(cwd)
         var_file = cwd / args[2].removeprefix("-var-file=")
         ec2 = boto3.client("ec2", region_name=REGION)
         candidates = ec2.describe_images(

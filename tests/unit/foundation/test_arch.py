@@ -10,6 +10,7 @@ from typing import Any
 
 import hcl2
 import pytest
+from packer_hcl import unquote, variable_defaults
 
 from bakery.config import CONFIG_DIR, load_config
 from bakery.errors import ConfigError
@@ -19,33 +20,16 @@ from bakery.render import render_role
 PACKER_1_6 = PackerVersion(1, 6, 6)
 
 
-def _unquote(value: Any) -> Any:
-    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
-        return json.loads(value)
-    if isinstance(value, list):
-        return [_unquote(item) for item in value]
-    return value
-
-
 def _rendered(tmp_path: Path, role: str, target: str, *sets: str) -> Path:
     cfg = load_config(role, target, overrides=sets)
     return render_role(cfg, PACKER_1_6, tmp_path).directory
-
-
-def _variable_defaults(directory: Path) -> dict[str, Any]:
-    parsed = hcl2.loads((directory / "variables.pkr.hcl").read_text())
-    return {
-        _unquote(name): _unquote(body.get("default"))
-        for block in parsed["variable"]
-        for name, body in block.items()
-    }
 
 
 def _source_body(directory: Path) -> dict[str, Any]:
     (block,) = hcl2.loads((directory / "source.pkr.hcl").read_text())["source"]
     ((_, named),) = block.items()
     ((_, body),) = named.items()
-    return {key: _unquote(value) for key, value in body.items()}
+    return {key: unquote(value) for key, value in body.items()}
 
 
 def test_arch_defaults_to_x86_64_with_the_amd64_source_and_agent() -> None:
@@ -117,7 +101,7 @@ def test_set_reaches_per_arch_keys_and_refuses_an_unknown_arch_key() -> None:
 
 def test_aws_render_for_arm64_filters_arm64_sources_and_tags_the_arch(tmp_path: Path) -> None:
     directory = _rendered(tmp_path, "database", "aws", "arch=arm64")
-    variables = _variable_defaults(directory)
+    variables = variable_defaults(directory)
     assert variables["arch"] == "arm64"
     assert variables["source_ami_architecture"] == "arm64"
     assert variables["source_ami_name"] == "debian-12-arm64-*"
@@ -141,7 +125,7 @@ def test_local_render_for_arm64_is_an_aarch64_virt_guest_booting_uefi(tmp_path: 
     assert source["cdrom_interface"] == "virtio-scsi"
     assert ["-cpu", "max"] in source["qemuargs"]
     assert ["-bios", "${var.arm64_firmware}"] in source["qemuargs"]
-    firmware = _variable_defaults(directory)["arm64_firmware"]
+    firmware = variable_defaults(directory)["arm64_firmware"]
     assert firmware == "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"
 
 
@@ -150,7 +134,7 @@ def test_local_render_for_x86_64_keeps_qemus_defaults(tmp_path: Path) -> None:
     source = _source_body(directory)
     for key in ("qemu_binary", "machine_type", "qemuargs", "cdrom_interface"):
         assert key not in source
-    assert "arm64_firmware" not in _variable_defaults(directory)
+    assert "arm64_firmware" not in variable_defaults(directory)
 
 
 @pytest.mark.skipif(shutil.which("packer") is None, reason="packer is not installed")

@@ -12,6 +12,7 @@ from typing import Any
 import hcl2
 import jsonschema
 import pytest
+from packer_hcl import unquote
 
 from bakery.agent_config import agent_config
 from bakery.config import REPO_ROOT, load_config
@@ -24,14 +25,6 @@ PACKER_1_10 = PackerVersion(1, 10, 3)
 SCHEMA = REPO_ROOT.parent / "shared" / "reference" / "cloudwatch-agent-schema.json"
 
 
-def _unquote(value: Any) -> Any:
-    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
-        return json.loads(value)
-    if isinstance(value, list):
-        return [_unquote(item) for item in value]
-    return value
-
-
 def _parse(path: Path) -> dict[str, Any]:
     parsed: dict[str, Any] = hcl2.loads(path.read_text())
     return parsed
@@ -40,7 +33,7 @@ def _parse(path: Path) -> dict[str, Any]:
 def _variables(directory: Path) -> dict[str, Any]:
     blocks = _parse(directory / "variables.pkr.hcl")["variable"]
     return {
-        _unquote(name): {key: _unquote(value) for key, value in body.items()}
+        unquote(name): {key: unquote(value) for key, value in body.items()}
         for block in blocks
         for name, body in block.items()
     }
@@ -50,14 +43,12 @@ def _source(directory: Path) -> tuple[str, dict[str, Any]]:
     (block,) = _parse(directory / "source.pkr.hcl")["source"]
     ((kind, named),) = block.items()
     ((_, body),) = named.items()
-    return _unquote(kind), body
+    return unquote(kind), body
 
 
 def _provisioners(directory: Path) -> list[tuple[str, dict[str, Any]]]:
     (build,) = _parse(directory / "build.pkr.hcl")["build"]
-    return [
-        (_unquote(kind), body) for block in build["provisioner"] for kind, body in block.items()
-    ]
+    return [(unquote(kind), body) for block in build["provisioner"] for kind, body in block.items()]
 
 
 def _render(tmp_path: Path, role: str, target: str, packer: PackerVersion = PACKER_1_6,
@@ -84,7 +75,7 @@ def test_aws_source_encrypts_and_is_wired_to_config_variables(tmp_path: Path) ->
     assert "encrypt_boot" not in source and "encrypt_boot" not in variables
     assert variables["volume_size_gb"]["default"] == 16  # config/roles/database.yaml
     assert variables["source_ami_owners"]["default"] == ["136693071363"]
-    assert _unquote(source["ami_name"]) == "bakery-database-debian12-x86_64-${local.build_time}"
+    assert unquote(source["ami_name"]) == "bakery-database-debian12-x86_64-${local.build_time}"
     assert "{{ .SourceAMI }}" in source["tags"]  # Packer's template syntax survives Jinja
 
 
@@ -132,8 +123,8 @@ def test_packer_1_10_gets_plugins_imdsv2_and_deprecation_in_the_template(tmp_pat
     plugins = _parse(rendered.directory / "plugins.pkr.hcl")["packer"][0]["required_plugins"][0]
     assert {"amazon", "qemu"} <= set(plugins)
     _, source = _source(rendered.directory)
-    assert _unquote(source["imds_support"]) == "v2.0"
-    assert _unquote(source["metadata_options"][0]["http_tokens"]) == "required"
+    assert unquote(source["imds_support"]) == "v2.0"
+    assert unquote(source["metadata_options"][0]["http_tokens"]) == "required"
     assert 'timeadd(timestamp(), "2160h")' in source["deprecate_at"]
     assert rendered.post_build == ()
 
