@@ -8,6 +8,8 @@ Errors name the layer (file or `--set`) that supplied the bad key.
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.util
 import posixpath
 import re
@@ -834,6 +836,14 @@ def read_layer(path: Path, *, required: bool) -> Layer | None:
 
 
 def _parse_layer(name: str, text: str, key: str = "") -> Any:
+    # Merging mutates what it is given: each caller gets its own copy of the parse.
+    return copy.deepcopy(_parse_layer_once(name, text, key))
+
+
+# One validate or build loads each role with each target: the same few files, parsed
+# once each (the bounded pure-Python loader costs ~20 ms per file).
+@functools.lru_cache(maxsize=32)
+def _parse_layer_once(name: str, text: str, key: str) -> Any:
     try:
         data = load_yaml_text(text)
     except LayerProblem as exc:

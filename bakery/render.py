@@ -166,7 +166,8 @@ def bake_plan(cfg: BakeryConfig, artifacts: Artifacts | None = None) -> dict[str
 
 
 def provisioning_steps(cfg: BakeryConfig) -> list[str]:
-    """The provisioner steps in order; each is one Packer shell provisioner."""
+    """The provisioner steps in order: each is one `provision.py` run; the steps up to
+    `record-manifest` share one Packer shell provisioner, `seal` runs after the download."""
     return [
         "prepare",
         "install-agent",

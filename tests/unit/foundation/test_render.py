@@ -142,8 +142,8 @@ def test_imdsv2_off_renders_no_metadata_options(tmp_path: Path) -> None:
 @pytest.mark.parametrize("target", ["local", "aws"])
 def test_provisioner_steps_run_in_order_and_seal_last(tmp_path: Path, target: str) -> None:
     provisioners = _provisioners(_render(tmp_path, "frontend", target))
-    commands = [" ".join(body.get("inline", [])) for kind, body in provisioners if kind == "shell"]
-    steps = [re.search(r"provision.py (\S+)", c).group(1) for c in commands if "provision.py" in c]  # type: ignore[union-attr]
+    commands = [c for kind, body in provisioners if kind == "shell" for c in body["inline"]]
+    steps = [m.group(1) for c in commands if (m := re.search(r"provision.py (\S+)", c))]
     assert steps == [
         "prepare",
         "install-agent",
@@ -154,6 +154,9 @@ def test_provisioner_steps_run_in_order_and_seal_last(tmp_path: Path, target: st
     ]
     kinds = [kind for kind, _ in provisioners]
     assert kinds.index("file") < kinds.index("shell", 1)  # the stage is uploaded first
+    # The steps before the manifest download share one script; it must stop at a failure.
+    shared = [body for kind, body in provisioners if kind == "shell" and len(body["inline"]) > 1]
+    assert [unquote(body.get("inline_shebang", "")) for body in shared] == ["/bin/sh -e"]
 
 
 def test_local_source_is_wired_to_config_and_run_inputs(tmp_path: Path) -> None:
