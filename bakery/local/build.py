@@ -87,10 +87,14 @@ def _no_image(role: str) -> BadInput:
     return BadInput(f"no local image for role {role}: run `invoke build --role {role}`")
 
 
+def per_arch(root: Path, role: str, arch: str = "x86_64") -> Path:
+    """A role's folder under `root` (images, logs) for `arch`: x86_64 where it always
+    was, another arch in a folder of its own, so both of one role stand side by side."""
+    return root / role if arch == "x86_64" else root / arch / role
+
+
 def image_dir(role: str, arch: str = "x86_64") -> Path:
-    """Where a role's local image of `arch` lives: x86_64 where it always did, another
-    arch in a folder of its own, so both images of one role stand side by side."""
-    return IMAGES_ROOT / role if arch == "x86_64" else IMAGES_ROOT / arch / role
+    return per_arch(IMAGES_ROOT, role, arch)
 
 
 def record_path(role: str, arch: str = "x86_64") -> Path:
@@ -312,7 +316,7 @@ class LocalTarget:
         started = time.time()
         run_dir = rendered.directory.parent / f"{role}-run"
         run_dir.mkdir(parents=True)
-        log_dir = LOGS_ROOT / role
+        log_dir = per_arch(LOGS_ROOT, role, cfg.arch)
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / "packer.log"
         try:
@@ -422,7 +426,7 @@ class LocalTarget:
                 yield vm.ssh_target
             finally:  # also for a rejected image: its boot is what needs explaining
                 if isinstance(vm, BootedVM):  # a test's stand-in VM has no guest to ask
-                    save_boot_profile(vm, LOGS_ROOT / cfg.role)
+                    save_boot_profile(vm, per_arch(LOGS_ROOT, cfg.role, cfg.arch))
 
     def mark(self, cfg: BakeryConfig, record: ImageRecord, result: SuiteResult) -> None:
         """The local image's record is the only place its verdict lives."""
@@ -574,7 +578,8 @@ def verify_local(
     _ = target.accelerator  # probed once, before the threads start
 
     def verify_one(cfg: BakeryConfig) -> tuple[str, SuiteResult]:
-        junit = REPORTS_ROOT / f"{cfg.role}.junit.xml"
+        suffix = "" if cfg.arch == "x86_64" else f"-{cfg.arch}"
+        junit = REPORTS_ROOT / f"{cfg.role}{suffix}.junit.xml"
         try:
             return cfg.role, verify_record(target, cfg, records[cfg.role], junit, progress, runner)
         except BakeryError as exc:

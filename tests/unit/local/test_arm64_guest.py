@@ -94,3 +94,10 @@ def test_an_arm64_bake_gets_the_agent_double_built_for_arm64(tmp_path: Path) -> 
     }  # fmt: skip
     assert fields == {"x86_64": "amd64", "arm64": "arm64"}
     assert debs["x86_64"].parent != debs["arm64"].parent  # cached side by side
+
+
+def test_an_arm64_bake_keeps_its_logs_apart_from_the_x86_64_ones() -> None:
+    assert build.per_arch(build.LOGS_ROOT, "backend") == build.LOGS_ROOT / "backend"
+    assert build.per_arch(build.LOGS_ROOT, "backend", "arm64") == (
+        build.LOGS_ROOT / "arm64" / "backend"
+    )
