@@ -9,6 +9,7 @@ Errors name the layer (file or `--set`) that supplied the bad key.
 from __future__ import annotations
 
 import importlib.util
+import platform
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -385,6 +386,12 @@ class LocalSettings(Section):
     arm64_firmware: AbsolutePath = Field(
         description="the UEFI firmware an arm64 guest boots (Debian's qemu-efi-aarch64)"
     )
+    emulation_slowdown: int = Field(
+        ge=1,
+        le=20,
+        description="how many times longer the SSH and boot waits are for an image of "
+        "another architecture than this host's, which QEMU emulates (arm64 on x86_64)",
+    )
 
 
 class LocalMachine:
@@ -621,6 +628,14 @@ class BakeryConfig(Section):
     def local_machine(self) -> LocalMachine:
         """How the local target's QEMU runs this image's architecture."""
         return LOCAL_MACHINES[self.arch]
+
+    @property
+    def local_wait_factor(self) -> int:
+        """1 for an image of this host's architecture; local.emulation_slowdown for one
+        QEMU must emulate, whose boots take that much longer under TCG."""
+        host = platform.machine()
+        host_arch = {"aarch64": "arm64", "amd64": "x86_64"}.get(host, host)
+        return 1 if self.arch == host_arch else self.local.emulation_slowdown
 
     @property
     def instance_type(self) -> str:

@@ -417,7 +417,7 @@ class LocalTarget:
             self.accelerator_for(cfg),
             cfg.local.cpus,
             cfg.local.memory_mb,
-            cfg.verify.boot_timeout_s,
+            cfg.verify.boot_timeout_s * cfg.local_wait_factor,
             user=cfg.ssh_username,
             arch=cfg.arch,
             firmware=cfg.local.arm64_firmware if cfg.arch == "arm64" else None,

@@ -101,3 +101,16 @@ def test_an_arm64_bake_keeps_its_logs_apart_from_the_x86_64_ones() -> None:
     assert build.per_arch(build.LOGS_ROOT, "backend", "arm64") == (
         build.LOGS_ROOT / "arm64" / "backend"
     )
+
+
+def test_an_emulated_arm64_bake_and_boot_wait_longer_than_x86_64(tmp_path: Path) -> None:
+    from bakery.packer import detect_version
+    from bakery.render import render_role
+
+    x86, arm = load_config("backend", "local"), _arm64("local.emulation_slowdown=4")
+    assert (x86.local_wait_factor, arm.local_wait_factor) == (1, 4)
+    packer = detect_version()
+    for cfg, wait_s in ((x86, x86.ssh.build_timeout_s), (arm, 4 * arm.ssh.build_timeout_s)):
+        rendered = render_role(cfg, packer, build_root=tmp_path / cfg.arch)
+        source = (rendered.directory / "source.pkr.hcl").read_text()
+        assert f'ssh_timeout          = "{wait_s}s"' in source
