@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bakery import processes
+from bakery.config import LOCAL_MACHINES
 from bakery.errors import MissingTool, OperationFailed
 from bakery.verify.launch import user_data
 from bakery.verify.suites import SshTarget
 
 # QEMU of each image architecture: the program, and the machine arguments beyond the
 # accelerator. arm64 boots on the generic `virt` board through UEFI firmware (`-bios`,
-# Debian's qemu-efi-aarch64), with every CPU feature TCG emulates (`-cpu max`).
+# Debian's qemu-efi-aarch64), with the CPU model the bake uses (bakery/config.py).
 QEMU_PROGRAMS = {"x86_64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
 
 
@@ -38,7 +39,8 @@ def qemu_machine(arch: str, accelerator: str, firmware: str | None = None) -> li
         if firmware is None:
             raise ValueError("an arm64 guest needs its UEFI firmware (local.arm64_firmware)")
         return [
-            QEMU_PROGRAMS[arch], "-machine", f"virt,accel={accelerator}", "-cpu", "max",
+            QEMU_PROGRAMS[arch], "-machine", f"virt,accel={accelerator}",
+            "-cpu", str(LOCAL_MACHINES[arch].cpu),
             "-bios", firmware,
         ]  # fmt: skip
     return [QEMU_PROGRAMS[arch], "-machine", f"accel={accelerator}"]

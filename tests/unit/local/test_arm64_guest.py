@@ -52,7 +52,7 @@ def test_arm64_boots_on_the_virt_board_through_uefi_firmware() -> None:
     machine = qemu_machine("arm64", "tcg", FIRMWARE)
     assert machine[0] == "qemu-system-aarch64"
     assert machine[machine.index("-machine") + 1] == "virt,accel=tcg"
-    assert machine[machine.index("-cpu") + 1] == "max"
+    assert machine[machine.index("-cpu") + 1] == "cortex-a72"  # measured: max is 5x slower
     assert machine[machine.index("-bios") + 1] == FIRMWARE
     with pytest.raises(ValueError, match="arm64_firmware"):
         qemu_machine("arm64", "tcg")
