@@ -355,8 +355,7 @@ def test(c, slow=False, k=None):
 @task(iterable=["set"], help={"target": COMMON_HELP["target"], "set": COMMON_HELP["set"]})
 @exits_cleanly
 def host_check(c, target="local", set=None):
-    """Check this host is ready to bake: tools, KVM or TCG, disk, CA bundle, AWS access
-    (with --set arch=arm64: what an arm64 image needs here too)."""
+    """Check this host is ready to bake: tools, KVM or TCG, disk, CA bundle, AWS access."""
     (cfg,) = load_configs(["backend"], target, None, set)
     findings = examine(cfg)
     print_findings(results, findings)
