@@ -128,7 +128,7 @@ def build(
     # Verify what is new, or not verified yet; a verified, unchanged image stays verified.
     pending = [
         cfg for cfg in configs
-        if (record := local_record(cfg.role)) is not None and record.status == "built"
+        if (record := local_record(cfg.role, cfg.arch)) is not None and record.status == "built"
         and cfg.role not in {r.role for r in failed}
     ]  # fmt: skip
     verdicts = [] if no_verify or not pending else verify_local(pending, progress, parallel)
@@ -136,18 +136,19 @@ def build(
     problems = [f"{r.role}: {r.error}" for r in failed]
     problems += [f"{role}: {v.verdict} ({_why(v)})" for role, v in verdicts if not v.verified]
     if not no_verify:
-        checked = [cfg.role for cfg in configs if cfg.role not in {r.role for r in failed}]
+        checked = [cfg for cfg in configs if cfg.role not in {r.role for r in failed}]
         problems += _vulnerability_gate(checked, no_vuln_gate)
     if problems:
         raise OperationFailed("; ".join(problems))
 
 
-def _vulnerability_gate(roles: list[str], skip: bool) -> list[str]:
+def _vulnerability_gate(configs: list[BakeryConfig], skip: bool) -> list[str]:
     """Scan each role's local record; the problems of those that fail."""
     fetch = functools.cache(security_index)  # one fetch of the security suite per run
     problems = []
-    for role in roles:
-        record = local_record(role)
+    for cfg in configs:
+        role = cfg.role
+        record = local_record(role, cfg.arch)
         if record is None:
             continue
         report = check_record(record, skip="--no-vuln-gate" if skip else "", fetch_index=fetch)
@@ -175,7 +176,7 @@ def verify(c, role=None, target="local", config=None, set=None, parallel=None, n
     verdicts = verify_local(configs, progress, int(parallel) if parallel else guests_at_once())
     print_verify_table(results, verdicts)
     problems = [f"{role}: {v.verdict} ({_why(v)})" for role, v in verdicts if not v.verified]
-    problems += _vulnerability_gate([cfg.role for cfg in configs], no_vuln_gate)
+    problems += _vulnerability_gate(configs, no_vuln_gate)
     if problems:
         raise OperationFailed("; ".join(problems))
 
@@ -187,7 +188,7 @@ def vulns(c, role=None, target="local", config=None, set=None):
     configs = load_configs(role, target, config, set)
     if target != "local":
         raise BadInput("vulns: --target aws is not supported yet; run it on local records")
-    problems = _vulnerability_gate([cfg.role for cfg in configs], skip=False)
+    problems = _vulnerability_gate(configs, skip=False)
     if problems:
         raise OperationFailed("; ".join(problems))
 
@@ -351,11 +352,11 @@ def test(c, slow=False, k=None):
             raise OperationFailed(f"{' '.join(command[2:])} failed")
 
 
-@task(help={"target": COMMON_HELP["target"]})
+@task(iterable=["set"], help={"target": COMMON_HELP["target"], "set": COMMON_HELP["set"]})
 @exits_cleanly
-def host_check(c, target="local"):
+def host_check(c, target="local", set=None):
     """Check this host is ready to bake: tools, KVM or TCG, disk, CA bundle, AWS access."""
-    (cfg,) = load_configs(["backend"], target, None, None)
+    (cfg,) = load_configs(["backend"], target, None, set)
     findings = examine(cfg)
     print_findings(results, findings)
     problems = [f"{f.check}: {f.detail} (fix: {f.fix})" for f in findings if not f.ok]

@@ -29,6 +29,8 @@ from bakery.progress import Progress
 APP_SOURCES = {"backend": REPO_ROOT / "app" / "backend", "frontend": REPO_ROOT / "app" / "frontend"}
 REQUIREMENTS = REPO_ROOT / "app" / "backend" / "requirements.txt"
 AGENT_DOUBLE_SOURCES = REPO_ROOT / "tests" / "doubles" / "cloudwatch_agent"
+# The double's .deb Architecture per image arch (tests/doubles/cloudwatch_agent/build_deb).
+AGENT_DOUBLE_ARCHITECTURES = {"x86_64": "amd64", "arm64": "arm64"}
 GUEST_PYTHON = "3.11"  # Debian 12's python3; Amazon Linux 2023 installs python3.11
 # The wheel platform tags the guest accepts, per image architecture (arm64 is aarch64
 # in wheel tags); requirements.txt pins the hashes of every platform's files.
@@ -125,21 +127,26 @@ def ensure_wheelhouse(cache_dir: Path, progress: Progress, role: str, arch: str 
     return folder
 
 
-def ensure_agent_double(cache_dir: Path, progress: Progress, role: str) -> Path:
-    """The test double's .deb, built once per version of its sources."""
+def ensure_agent_double(
+    cache_dir: Path, progress: Progress, role: str, arch: str = "x86_64"
+) -> Path:
+    """The test double's .deb for the image's architecture, built once per version of its
+    sources and architecture."""
     key = tree_hash([AGENT_DOUBLE_SOURCES], REPO_ROOT)[:16]
-    folder = cache_dir / "agent-double" / key
+    debian_arch = AGENT_DOUBLE_ARCHITECTURES[arch]
+    # x86_64 keeps the folder it had before arm64, as the wheelhouse does.
+    folder = cache_dir / "agent-double" / (key if arch == "x86_64" else f"{key}-{debian_arch}")
     built = sorted(folder.glob("*.deb")) if folder.is_dir() else []
     if built:
         return built[0]
-    scratch = folder.with_name(f".{key}.partial")
+    scratch = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     with progress.step(role, "build the CloudWatch agent test double"):
         try:
             _run(
                 [sys.executable, "-m", "tests.doubles.cloudwatch_agent.build_deb",
-                 "--out", str(scratch)],
+                 "--out", str(scratch), "--arch", debian_arch],
                 "building the agent test double (tests/doubles/cloudwatch_agent)",
             )  # fmt: skip
             shutil.rmtree(folder, ignore_errors=True)
@@ -177,7 +184,7 @@ def prepare_artifacts(cfg: BakeryConfig, cache_dir: Path, progress: Progress) ->
         )
     agent: AgentPackage | None = None
     if cfg.agent.package == "test-double":
-        deb = ensure_agent_double(cache_dir, progress, role)
+        deb = ensure_agent_double(cache_dir, progress, role, cfg.arch)
         (directory / "agent").mkdir()
         shutil.copyfile(deb, directory / "agent" / deb.name)
         agent = AgentPackage(deb.name, hashlib.sha256(deb.read_bytes()).hexdigest())

@@ -6,7 +6,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bakery.config import REPO_ROOT, BakeryConfig
+from bakery.config import ARM64_FIRMWARE_PACKAGE, REPO_ROOT, BakeryConfig
 from bakery.errors import BakeryError
 from bakery.packer import detect_version
 from bakery.processes import WORK_ROOT, Leftovers, find_leftovers
@@ -58,6 +58,53 @@ def check_accelerator(cfg: BakeryConfig) -> Finding:
     if works:
         return Finding("accelerator", True, "KVM passes a probe boot")
     return Finding("accelerator", True, "/dev/kvm fails a probe boot: TCG will be used (slower)")
+
+
+def check_foreign_arch(cfg: BakeryConfig, binfmt_dir: Path | None = None) -> list[Finding]:
+    """What an image of another architecture than the host's needs: its QEMU, its UEFI
+    firmware (arm64), and qemu-user through binfmt_misc with arch-test for mmdebstrap's
+    chroot. Nothing for the host's own architecture."""
+    from bakery.local.base_image import (
+        BINFMT_DIR,
+        DEBIAN_ARCH,
+        FOREIGN_EXEC_PACKAGES,
+        FOREIGN_HANDLERS,
+        HOST_ARCH,
+    )
+
+    if cfg.arch == HOST_ARCH:
+        return []
+    machine = cfg.local_machine
+    findings = [
+        _tool(machine.program, machine.package, f"boots {cfg.arch} images"),
+        _tool("arch-test", "arch-test", f"lets mmdebstrap build a {cfg.arch} base image"),
+    ]
+    if cfg.arch == "arm64":
+        firmware = Path(cfg.local.arm64_firmware)
+        findings.append(
+            Finding("arm64 firmware", True, str(firmware))
+            if firmware.is_file()
+            else Finding(
+                "arm64 firmware",
+                False,
+                f"{firmware} missing (local.arm64_firmware)",
+                f"apt-get install {ARM64_FIRMWARE_PACKAGE}",
+            )
+        )
+    handler = (binfmt_dir or BINFMT_DIR) / FOREIGN_HANDLERS[DEBIAN_ARCH[cfg.arch]]
+    enabled = handler.is_file() and handler.read_text().startswith("enabled")
+    findings.append(
+        Finding("binfmt", True, f"{handler} enabled")
+        if enabled
+        else Finding(
+            "binfmt",
+            False,
+            f"{handler} is not enabled: mmdebstrap cannot run {cfg.arch} package scripts "
+            "(the base-image step mounts binfmt_misc and enables it when it can)",
+            f"apt-get install {FOREIGN_EXEC_PACKAGES}; update-binfmts --enable {handler.name}",
+        )
+    )
+    return findings
 
 
 def check_disk(cfg: BakeryConfig) -> Finding:
@@ -138,6 +185,7 @@ def examine(cfg: BakeryConfig) -> list[Finding]:
             _tool("sfdisk", "fdisk", "partitions the base disk"),
             _tool("xorriso", "xorriso", "cloud-init seed CDs"),
             _tool("ssh", "openssh-client", "reaches the VMs"),
+            *check_foreign_arch(cfg),
             check_accelerator(cfg),
             check_disk(cfg),
             check_ca_bundle(cfg),

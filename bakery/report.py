@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
-from bakery.config import REPO_ROOT
+from bakery.config import ARCHES, REPO_ROOT
 from bakery.host_check import Finding
 from bakery.local.build import RoleResult, image_path, local_record
 from bakery.progress import Console
@@ -34,7 +34,8 @@ def print_build_table(
     table = _table("images", ("role", "image", "build", "verification", "checks ok/failed",
                               "build s", "boot s", "test s"))  # fmt: skip
     for result in results:
-        record = local_record(result.role) or result.record
+        arch = result.record.arch if result.record else "x86_64"
+        record = local_record(result.role, arch) or result.record
         verdict = verdicts.get(result.role)
         verification = (record.verification if record else None) or {}
         table.add_row(
@@ -63,16 +64,20 @@ def print_verify_table(out: Console, verdicts: list[tuple[str, SuiteResult]]) ->
 
 
 def print_local_images(out: Console, roles: list[str]) -> None:
+    """One row per role and architecture: x86_64 always (`not built` when absent), and
+    each other architecture the role has an image of, beside it."""
     table = _table("local images", (*LISTING_COLUMNS, "vulnerabilities"))
     for role in roles:
-        record = local_record(role)
-        if record is None:
-            table.add_row(role, "-", "-", "not built", "-", "-", "-")
-            continue
-        table.add_row(
-            *listing_row(record, _shown(record)),
-            vulnerability_counts(record.details.get("vulnerabilities")),
-        )
+        for arch in ARCHES:
+            record = local_record(role, arch)
+            if record is None:
+                if arch == "x86_64":
+                    table.add_row(role, arch, "-", "-", "not built", "-", "-", "-")
+                continue
+            table.add_row(
+                *listing_row(record, _shown(record)),
+                vulnerability_counts(record.details.get("vulnerabilities")),
+            )
     out.print(table)
 
 

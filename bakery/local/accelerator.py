@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 
 from bakery import processes
+from bakery.config import BakeryConfig
 from bakery.durable import write_atomically
 from bakery.errors import BadInput
+from bakery.local.base_image import HOST_ARCH
 
 PROBE_TIMEOUT_S = 30
 USERSPACE_MARK = "Run /init as init process"
@@ -91,3 +93,17 @@ def choose_accelerator(
     if works:
         return "kvm", None
     return "tcg", "KVM did not pass a probe boot here; using QEMU's TCG (slower)"
+
+
+def foreign_accelerator(cfg: BakeryConfig) -> str | None:
+    """ "tcg" for an image of another architecture than this host's, which KVM cannot run
+    (an arm64 guest on an x86_64 host), without probing anything; None for the host's
+    own architecture, whose accelerator the probe decides."""
+    if cfg.arch == HOST_ARCH:
+        return None
+    if cfg.local.accelerator == "kvm":
+        raise BadInput(
+            f"local.accelerator is kvm, but this {HOST_ARCH} host's KVM cannot run an "
+            f"{cfg.arch} guest: set local.accelerator to auto or tcg for arch {cfg.arch}"
+        )
+    return "tcg"

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -38,8 +39,6 @@ BASE_PACKAGES = (
     "systemd-sysv",
     "udev",
     "dbus",
-    "linux-image-cloud-amd64",
-    "grub-pc",
     "openssh-server",
     "python3",
     "sudo",
@@ -89,11 +88,51 @@ BASE_PACKAGES = (
     "screen",
     "xz-utils",
 )
+# The packages whose names differ by architecture: the kernel and the bootloader.
+# x86_64 boots through BIOS (SeaBIOS: grub-pc, installed in the bootstrap boot); arm64's
+# virt board boots only through UEFI firmware, so GRUB's arm64 EFI build on an ESP,
+# which the bootstrap boot formats (dosfstools) and fills.
+ARCH_PACKAGES: dict[str, tuple[str, ...]] = {
+    "x86_64": ("linux-image-cloud-amd64", "grub-pc"),
+    "arm64": ("linux-image-arm64", "grub-efi-arm64", "dosfstools"),
+}
+# Debian's name of each architecture (mmdebstrap --architectures, dpkg).
+DEBIAN_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
+# How the base image's bootstrap boot runs per architecture: QEMU's program and package,
+# its machine arguments, the serial console's name, and the root partition.
+BOOTSTRAP_QEMU = {
+    "x86_64": ("qemu-system-x86_64", "qemu-system-x86", ("-machine", "accel=tcg")),
+    "arm64": (
+        "qemu-system-aarch64",
+        "qemu-system-arm",
+        ("-machine", "virt,accel=tcg", "-cpu", "max"),
+    ),
+}
+SERIAL_CONSOLE = {"x86_64": "ttyS0", "arm64": "ttyAMA0"}
+# arm64: partition 1 is the EFI system partition, so the root partition is the last one
+# (cloud-initramfs-growroot grows only that one) and GRUB sits at the removable-media path
+# EFI/BOOT/BOOTAA64.EFI, which the firmware finds with no NVRAM entry.
+ESP_SIZE_MIB = 64
+
+
+def base_packages(arch: str) -> tuple[str, ...]:
+    """Every package of the base image for `arch`: the shared set plus its own kernel and
+    bootloader packages."""
+    return BASE_PACKAGES + ARCH_PACKAGES[arch]
+
+
+def root_partition(arch: str) -> int:
+    """The root partition's number: after the ESP on arm64."""
+    return 2 if arch == "arm64" else 1
+
+
 # Packages of Debian's EC2 image the local base image leaves out, each with why.
 EC2_PACKAGES_LEFT_OUT = {
     "amazon-ec2-utils": "EC2 only: udev rules and tools for EBS/NVMe device names",
     "grub-cloud-amd64": "EC2's BIOS+EFI GRUB setup; the local image installs grub-pc in its "
     "bootstrap boot (the only boot firmware QEMU gives it here)",
+    "grub-cloud-arm64": "the arm64 EC2 image's GRUB setup; the local arm64 image installs "
+    "grub-efi-arm64 to the removable-media path in its bootstrap boot",
     "netplan.io": "cloud-init renders EC2's network through it; the local image's network "
     "is rootfs/base's systemd-networkd DHCP file",
     "unattended-upgrades": "its timer's apt runs would race the bake's own apt steps; a "
@@ -152,6 +191,7 @@ def _require(tool: str, package: str) -> str:
 def base_inputs(cfg: BakeryConfig) -> dict[str, object]:
     """Everything that decides the base image's content."""
     suite = cfg.local.debian_suite
+    arch = cfg.arch
     files = {
         str(path.relative_to(BASE_FILES)): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(BASE_FILES.rglob("*"))
@@ -159,14 +199,23 @@ def base_inputs(cfg: BakeryConfig) -> dict[str, object]:
     }
     for program in programs_for(BASE):
         files[program.path.lstrip("/")] = hashlib.sha256(program.source.read_bytes()).hexdigest()
-    return {
+    inputs: dict[str, object] = {
         "suite": suite,
         "sources": _sources(suite),
-        "packages": list(BASE_PACKAGES),
+        "packages": list(base_packages(arch)),
         "disk_size_gb": cfg.local.disk_size_gb,
         "files": files,
         "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
     }
+    # x86_64's inputs name no arch, as before arm64 existed; arm64's key differs anyway
+    # (its packages), and naming it makes the cached base.json say which it is.
+    if arch != "x86_64":
+        inputs["arch"] = arch
+    return inputs
+
+
+def _arch(inputs: dict[str, object]) -> str:
+    return str(inputs.get("arch", "x86_64"))
 
 
 def _sources(suite: str) -> list[str]:
@@ -201,6 +250,61 @@ def _intact_sha256(image: Path, record: Path) -> str | None:
     return sha if _file_sha256(image) == sha else None
 
 
+def _host_arch() -> str:
+    machine = platform.machine()
+    return {"aarch64": "arm64", "amd64": "x86_64"}.get(machine, machine)
+
+
+HOST_ARCH = _host_arch()
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+# The qemu-user handler mmdebstrap's chroot needs for each foreign architecture, and the
+# packages that have it (the handler is registered by binfmt-support's update-binfmts).
+FOREIGN_HANDLERS = {"arm64": "qemu-aarch64", "amd64": "qemu-x86_64"}
+FOREIGN_EXEC_PACKAGES = "qemu-user-static binfmt-support"
+
+
+def _handler_enabled(handler: Path) -> bool:
+    try:
+        return handler.read_text().splitlines()[0].strip() == "enabled"
+    except (OSError, IndexError):
+        return False
+
+
+def ensure_foreign_exec(debian_arch: str, binfmt_dir: Path = BINFMT_DIR) -> None:
+    """Make this host run `debian_arch` programs through qemu-user, as mmdebstrap's
+    chroot of a foreign base image must: mount binfmt_misc when a fresh machine has not,
+    enable the qemu handler when it is registered but off. One clear error otherwise."""
+    handler_name = FOREIGN_HANDLERS[debian_arch]
+    handler = binfmt_dir / handler_name
+    if _handler_enabled(handler):
+        return
+    if not (binfmt_dir / "status").exists():
+        mounted = processes.run(
+            ["mount", "-t", "binfmt_misc", "binfmt_misc", str(binfmt_dir)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if mounted.returncode != 0:
+            raise BadInput(
+                f"{binfmt_dir} is not mounted and mounting it failed "
+                f"({mounted.stderr.strip()}): a {debian_arch} base image runs its packages' "
+                f"scripts through qemu-user; run as root `mount -t binfmt_misc binfmt_misc "
+                f"{binfmt_dir}` (a container needs it from its host)"
+            )
+    if shutil.which("update-binfmts") is None:
+        raise MissingTool(
+            "update-binfmts", f"install it with `apt-get install {FOREIGN_EXEC_PACKAGES}`"
+        )
+    processes.run(["update-binfmts", "--enable", handler_name], capture_output=True, check=False)
+    if not _handler_enabled(handler):
+        raise BadInput(
+            f"this host cannot run {debian_arch} programs: the binfmt handler {handler} is "
+            f"not enabled after `update-binfmts --enable {handler_name}`; install "
+            f"`apt-get install {FOREIGN_EXEC_PACKAGES}` and rerun"
+        )
+
+
 def _flush_to_disk(path: Path) -> None:
     with path.open("rb+") as handle:
         os.fsync(handle.fileno())
@@ -218,23 +322,29 @@ def ensure_base_image(cfg: BakeryConfig, cache_dir: Path, progress: Progress) ->
         if recorded_sha:
             return BaseImage(image, recorded_sha, key)
         progress.say("base", f"the cached base image in {folder} fails its sha256: rebuilding it")
+    arch = cfg.arch
+    qemu, qemu_package, _ = BOOTSTRAP_QEMU[arch]
     for tool, package in [
         ("mmdebstrap", "mmdebstrap"),
         ("mke2fs", "e2fsprogs"),
         ("sfdisk", "fdisk"),
         ("qemu-img", "qemu-utils"),
-        ("qemu-system-x86_64", "qemu-system-x86"),
+        (qemu, qemu_package),
     ]:
         _require(tool, package)
+    if arch != HOST_ARCH:
+        # mmdebstrap refuses a foreign architecture without arch-test.
+        _require("arch-test", "arch-test")
+        ensure_foreign_exec(DEBIAN_ARCH[arch])
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = processes.claim(Path(tempfile.mkdtemp(prefix=f".base-{key}-", dir=folder.parent)))
     try:
         with progress.step("base", "debootstrap Debian (mmdebstrap)"):
             rootfs = _bootstrap(inputs, work)
         with progress.step("base", "make the disk (ext4 + partition table)"):
-            disk = _make_disk(rootfs, work, cfg.local.disk_size_gb)
+            disk = _make_disk(rootfs, work, cfg.local.disk_size_gb, arch)
         with progress.step("base", "install GRUB in a bootstrap boot"):
-            _install_bootloader(rootfs, disk, work)
+            _install_bootloader(rootfs, disk, work, arch)
         with progress.step("base", "convert to qcow2"):
             staged = work / "base.qcow2"
             processes.run(
@@ -275,6 +385,7 @@ def _stage_base_files(work: Path) -> Path:
 def _bootstrap(inputs: dict[str, object], work: Path) -> Path:
     rootfs = work / "rootfs"
     base_files = _stage_base_files(work)
+    arch = _arch(inputs)
     sources = [str(line) for line in inputs["sources"]]  # type: ignore[attr-defined]
     packages = ",".join(str(name) for name in inputs["packages"])  # type: ignore[attr-defined]
     hooks = [
@@ -296,10 +407,12 @@ def _bootstrap(inputs: dict[str, object], work: Path) -> Path:
         # The lists are kept (--skip below) and stamped: `prepare` skips `apt-get update`
         # under emulation while they are fresh (provisioners/bakery_provision/prepare.py).
         'date +%s > "$1"/var/lib/apt/lists/bakery-fetched-at',
+        *_arch_hooks(arch),
     ]
     command = [
         "mmdebstrap",
         "--variant=minbase",
+        f"--architectures={DEBIAN_ARCH[arch]}",
         f"--include={packages}",
         *[f"--dpkgopt={option}" for option in DPKG_PATH_EXCLUDES],
         "--skip=cleanup/apt/lists",
@@ -320,9 +433,51 @@ def _bootstrap(inputs: dict[str, object], work: Path) -> Path:
     return rootfs
 
 
-def _make_disk(rootfs: Path, work: Path, size_gb: int) -> Path:
-    """A raw disk: MBR, one bootable ext4 partition labelled `root` made from the tree."""
-    part_mib = size_gb * 1024 - ROOT_PARTITION_OFFSET_MIB - 1
+def _arch_hooks(arch: str) -> list[str]:
+    """The base image's architecture-specific files: on arm64 the ESP's mount point and
+    fstab line, and GRUB's kernel console on the virt board's PL011 UART (ttyAMA0)."""
+    if arch == "x86_64":
+        return []
+    console = SERIAL_CONSOLE[arch]
+    return [
+        'mkdir -p "$1"/boot/efi',
+        # nofail: an image whose ESP is gone still boots to a shell that says why.
+        'echo "LABEL=ESP  /boot/efi  vfat  umask=0077,nofail  0  1" >> "$1"/etc/fstab',
+        "printf '%s\\n' 'GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty0 "
+        f"console={console},115200 net.ifnames=1\"' "
+        '> "$1"/etc/default/grub.d/91-bakery-console.cfg',
+    ]
+
+
+def partition_table(arch: str, size_gb: int) -> tuple[str, int, int]:
+    """sfdisk's input for the disk, and the root partition's start and size in MiB.
+
+    x86_64: MBR, one bootable Linux partition (GRUB in the MBR gap).
+    arm64: GPT, an EFI system partition first (formatted in the bootstrap boot), the root
+    partition last, so growroot can grow it into a larger disk."""
+    end_reserve_mib = 1 if arch == "x86_64" else 2  # GPT keeps a backup table at the end
+    if arch == "x86_64":
+        start = ROOT_PARTITION_OFFSET_MIB
+        size = size_gb * 1024 - start - end_reserve_mib
+        return (
+            f"label: dos\nstart={start * 2048}, size={size * 2048}, type=83, bootable\n",
+            start,
+            size,
+        )
+    esp_start = ROOT_PARTITION_OFFSET_MIB
+    start = esp_start + ESP_SIZE_MIB
+    size = size_gb * 1024 - start - end_reserve_mib
+    table = (
+        "label: gpt\n"
+        f"start={esp_start * 2048}, size={ESP_SIZE_MIB * 2048}, type=U, name=ESP\n"
+        f"start={start * 2048}, size={size * 2048}, type=L, name=root\n"
+    )
+    return table, start, size
+
+
+def _make_disk(rootfs: Path, work: Path, size_gb: int, arch: str = "x86_64") -> Path:
+    """A raw disk whose root partition is ext4 labelled `root`, made from the tree."""
+    table, root_start_mib, part_mib = partition_table(arch, size_gb)
     part = work / "root.ext4"
     processes.run(
         ["mke2fs", "-q", "-t", "ext4", "-L", "root", "-d", str(rootfs), str(part), f"{part_mib}M"],
@@ -332,10 +487,9 @@ def _make_disk(rootfs: Path, work: Path, size_gb: int) -> Path:
     disk = work / "disk.raw"
     with disk.open("wb") as handle:
         handle.truncate(size_gb * 1024 * 1024 * 1024)
-    start = ROOT_PARTITION_OFFSET_MIB * 2048
     processes.run(
         ["sfdisk", "--quiet", str(disk)],
-        input=f"label: dos\nstart={start}, size={part_mib * 2048}, type=83, bootable\n",
+        input=table,
         text=True,
         check=True,
         capture_output=True,
@@ -346,7 +500,7 @@ def _make_disk(rootfs: Path, work: Path, size_gb: int) -> Path:
             f"if={part}",
             f"of={disk}",
             "bs=1M",
-            f"seek={ROOT_PARTITION_OFFSET_MIB}",
+            f"seek={root_start_mib}",
             "conv=notrunc,sparse",
             "status=none",
         ],
@@ -356,12 +510,13 @@ def _make_disk(rootfs: Path, work: Path, size_gb: int) -> Path:
     return disk
 
 
-def _install_bootloader(rootfs: Path, disk: Path, work: Path) -> None:
+def _install_bootloader(rootfs: Path, disk: Path, work: Path, arch: str = "x86_64") -> None:
     console_log = work / "bootstrap-console.log"
+    qemu, _, machine_args = BOOTSTRAP_QEMU[arch]
+    root = f"/dev/vda{root_partition(arch)}"
     command = [
-        "qemu-system-x86_64",
-        "-machine",
-        "accel=tcg",
+        qemu,
+        *machine_args,
         "-m",
         "1024",
         "-nodefaults",
@@ -379,7 +534,7 @@ def _install_bootloader(rootfs: Path, disk: Path, work: Path) -> None:
         "-initrd",
         str(rootfs / "initrd.img"),
         "-append",
-        f"root=/dev/vda1 rw console=ttyS0 init={BOOTLOADER_INSTALLER}",
+        f"root={root} rw console={SERIAL_CONSOLE[arch]} init={BOOTLOADER_INSTALLER}",
     ]
     process = processes.spawn(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -33,7 +33,7 @@ from bakery.diff import history_path
 from bakery.errors import BadInput, BakeryError, MissingTool, OperationFailed
 from bakery.hcl import write_var_file
 from bakery.inputs import run_inputs
-from bakery.local.accelerator import choose_accelerator
+from bakery.local.accelerator import choose_accelerator, foreign_accelerator
 from bakery.local.base_image import BaseImage, ensure_base_image
 from bakery.local.vm import BootedVM, booted, end_stale_boots
 from bakery.packer import (
@@ -87,21 +87,27 @@ def _no_image(role: str) -> BadInput:
     return BadInput(f"no local image for role {role}: run `invoke build --role {role}`")
 
 
-def image_dir(role: str) -> Path:
-    return IMAGES_ROOT / role
+def per_arch(root: Path, role: str, arch: str = "x86_64") -> Path:
+    """A role's folder under `root` (images, logs) for `arch`: x86_64 where it always
+    was, another arch in a folder of its own, so both of one role stand side by side."""
+    return root / role if arch == "x86_64" else root / arch / role
 
 
-def record_path(role: str) -> Path:
-    return image_dir(role) / "record.json"
+def image_dir(role: str, arch: str = "x86_64") -> Path:
+    return per_arch(IMAGES_ROOT, role, arch)
+
+
+def record_path(role: str, arch: str = "x86_64") -> Path:
+    return image_dir(role, arch) / "record.json"
 
 
 def image_path(record: ImageRecord) -> Path:
-    return image_dir(record.role) / record.image
+    return image_dir(record.role, record.arch) / record.image
 
 
-def local_record(role: str) -> ImageRecord | None:
-    """The role's local image record, or None when it was never built."""
-    return read_record(record_path(role))
+def local_record(role: str, arch: str = "x86_64") -> ImageRecord | None:
+    """The role's local image record of `arch`, or None when it was never built."""
+    return read_record(record_path(role, arch))
 
 
 @contextmanager
@@ -246,7 +252,7 @@ class LocalTarget:
         self._packer = packer
         self.cache_dir = REPO_ROOT / configs[0].local.cache_dir
         self._accelerator: str | None = None
-        self._base: BaseImage | None = None
+        self._bases: dict[str, BaseImage] = {}
         self.packers: list[subprocess.Popen[str]] = []
 
     @property
@@ -255,19 +261,29 @@ class LocalTarget:
             self._packer = detect_version()
         return self._packer
 
-    @property
-    def base(self) -> BaseImage:
-        if self._base is None:
-            self._base = ensure_base_image(self.configs[0], self.cache_dir, self.progress)
-        return self._base
+    def base(self, cfg: BakeryConfig) -> BaseImage:
+        """The base image of `cfg`'s architecture (one per arch, each cached by itself)."""
+        if cfg.arch not in self._bases:
+            self._bases[cfg.arch] = ensure_base_image(cfg, self.cache_dir, self.progress)
+        return self._bases[cfg.arch]
+
+    def accelerator_for(self, cfg: BakeryConfig) -> str:
+        """The host's accelerator for its own architecture; TCG for another one, whose
+        guests KVM cannot run (an arm64 guest on an x86_64 host)."""
+        return foreign_accelerator(cfg) or self.accelerator
 
     @property
     def accelerator(self) -> str:
-        """kvm where it works, else tcg; probed once per run against the base kernel."""
+        """kvm where it works, else tcg; probed once per run against the host-arch base
+        kernel. Foreign-arch roles never use it (accelerator_for)."""
         if self._accelerator is None:
-            setting = self.configs[0].local.accelerator
+            native = [cfg for cfg in self.configs if foreign_accelerator(cfg) is None]
+            if not native:  # only foreign-arch roles: nothing to probe
+                self._accelerator = "tcg"
+                return self._accelerator
+            setting = native[0].local.accelerator
             # tcg needs no probe, so no kernel: verify must not build a base image for it.
-            kernel, initrd = self._probe_kernel() if setting != "tcg" else (Path(), Path())
+            kernel, initrd = self._probe_kernel(native[0]) if setting != "tcg" else (Path(), Path())
             accel, warning = choose_accelerator(
                 setting, kernel, initrd, self.cache_dir / "accelerator.json"
             )
@@ -276,16 +292,17 @@ class LocalTarget:
             self._accelerator = accel
         return self._accelerator
 
-    def _probe_kernel(self) -> tuple[Path, Path]:
+    def _probe_kernel(self, cfg: BakeryConfig) -> tuple[Path, Path]:
         """The base image's kernel and initrd: of this run's base image when it has one,
         else of the base the role's current image was built from (verify needs no base)."""
-        if self._base is None:
-            record = local_record(self.configs[0].role)
+        if cfg.arch not in self._bases:
+            record = local_record(cfg.role, cfg.arch)
             built_from = record.details.get("base_image", {}) if record else {}
             if built_from.get("inputs_hash"):
                 folder = self.cache_dir / "base" / str(built_from["inputs_hash"])
                 return folder / "vmlinuz", folder / "initrd.img"
-        return self.base.kernel, self.base.initrd
+        base = self.base(cfg)
+        return base.kernel, base.initrd
 
     def stop_packers(self) -> None:
         for process in self.packers:
@@ -293,11 +310,13 @@ class LocalTarget:
 
     def build(self, cfg: BakeryConfig, rendered: RenderedRole) -> ImageRecord:
         role = cfg.role
-        inputs = run_inputs(rendered, self.base.inputs_hash)
+        base = self.base(cfg)
+        accelerator = self.accelerator_for(cfg)
+        inputs = run_inputs(rendered, base.inputs_hash)
         started = time.time()
         run_dir = rendered.directory.parent / f"{role}-run"
         run_dir.mkdir(parents=True)
-        log_dir = LOGS_ROOT / role
+        log_dir = per_arch(LOGS_ROOT, role, cfg.arch)
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / "packer.log"
         try:
@@ -307,15 +326,15 @@ class LocalTarget:
                 {
                     "inputs_hash": inputs.inputs_hash,
                     "git_commit": inputs.git_commit,
-                    "base_image": str(self.base.path),
-                    "base_image_checksum": self.base.checksum,
+                    "base_image": str(base.path),
+                    "base_image_checksum": base.checksum,
                     "ssh_private_key_file": str(key),
                     "seed_files": _seed_files(run_dir, role, public_key),
-                    "accelerator": self.accelerator,
+                    "accelerator": accelerator,
                     "output_directory": str(run_dir / "output"),
                 },
             )
-            with self.progress.step(role, f"packer build ({self.accelerator})"):
+            with self.progress.step(role, f"packer build ({accelerator})"):
                 run_packer(
                     ["build", "-color=false", f"-var-file={var_file}", "."],
                     rendered.directory,
@@ -338,13 +357,13 @@ class LocalTarget:
                 git_commit=inputs.git_commit,
                 packer_version=str(self.packer),
                 built_at=utc_timestamp(),
-                path=record_path(role),
+                path=record_path(role, cfg.arch),
                 packer_log=_shown(log_path),
                 details={
-                    "accelerator": self.accelerator,
+                    "accelerator": accelerator,
                     "base_image": {
-                        "sha256": self.base.sha256,
-                        "inputs_hash": self.base.inputs_hash,
+                        "sha256": base.sha256,
+                        "inputs_hash": base.inputs_hash,
                     },
                     "agent": {
                         "package": cfg.agent.package,
@@ -365,9 +384,9 @@ class LocalTarget:
 
     def _install(self, built: Path, record: ImageRecord) -> None:
         """Move the new image in; only then drop the previous one."""
-        folder = image_dir(record.role)
+        folder = image_dir(record.role, record.arch)
         folder.mkdir(parents=True, exist_ok=True)
-        previous = local_record(record.role)
+        previous = local_record(record.role, record.arch)
         with built.open("rb+") as image:
             os.fsync(image.fileno())  # on disk before a record can point at it
         shutil.move(str(built), folder / record.image)
@@ -395,17 +414,19 @@ class LocalTarget:
             f"verify-{cfg.role}",
             settings,
             VERIFY_WORK,
-            self.accelerator,
+            self.accelerator_for(cfg),
             cfg.local.cpus,
             cfg.local.memory_mb,
-            cfg.verify.boot_timeout_s,
+            cfg.verify.boot_timeout_s * cfg.local_wait_factor,
             user=cfg.ssh_username,
+            arch=cfg.arch,
+            firmware=cfg.local.arm64_firmware if cfg.arch == "arm64" else None,
         ) as vm:
             try:
                 yield vm.ssh_target
             finally:  # also for a rejected image: its boot is what needs explaining
                 if isinstance(vm, BootedVM):  # a test's stand-in VM has no guest to ask
-                    save_boot_profile(vm, LOGS_ROOT / cfg.role)
+                    save_boot_profile(vm, per_arch(LOGS_ROOT, cfg.role, cfg.arch))
 
     def mark(self, cfg: BakeryConfig, record: ImageRecord, result: SuiteResult) -> None:
         """The local image's record is the only place its verdict lives."""
@@ -478,10 +499,11 @@ class LocalBuild:
         rendered = render_role(
             cfg, self.target.packer, build_root=self.run_root, artifacts=artifacts
         )
-        record = local_record(cfg.role)
+        record = local_record(cfg.role, cfg.arch)
         current = (
             record is not None
-            and record.inputs_hash == run_inputs(rendered, self.target.base.inputs_hash).inputs_hash
+            and record.inputs_hash
+            == run_inputs(rendered, self.target.base(cfg).inputs_hash).inputs_hash
             and image_path(record).is_file()
         )
         return cfg, rendered, record if current and not self.force else None
@@ -517,11 +539,6 @@ def check_host_can_bake(cfg: BakeryConfig) -> None:
             f"with `apt-get install {ARM64_FIRMWARE_PACKAGE}` (or point the setting at "
             "an AArch64 UEFI image)"
         )
-    raise BadInput(
-        f"--set arch=arm64 --target local ({cfg.role}): the local arm64 bake needs an "
-        "arm64 Debian base image, which bakery does not make yet (issue #16): bake "
-        "arm64 with --target aws, or use `invoke validate --set arch=arm64`"
-    )
 
 
 def build_local(
@@ -552,7 +569,7 @@ def verify_local(
     target = LocalTarget(configs, progress)
     records = {}
     for cfg in configs:
-        record = local_record(cfg.role)
+        record = local_record(cfg.role, cfg.arch)
         if record is None or not image_path(record).is_file():
             raise BadInput(
                 f"no local image for role {cfg.role}: run `invoke build --role {cfg.role}`"
@@ -561,7 +578,8 @@ def verify_local(
     _ = target.accelerator  # probed once, before the threads start
 
     def verify_one(cfg: BakeryConfig) -> tuple[str, SuiteResult]:
-        junit = REPORTS_ROOT / f"{cfg.role}.junit.xml"
+        suffix = "" if cfg.arch == "x86_64" else f"-{cfg.arch}"
+        junit = REPORTS_ROOT / f"{cfg.role}{suffix}.junit.xml"
         try:
             return cfg.role, verify_record(target, cfg, records[cfg.role], junit, progress, runner)
         except BakeryError as exc:

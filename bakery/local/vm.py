@@ -22,9 +22,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bakery import processes
+from bakery.config import LOCAL_MACHINES
 from bakery.errors import MissingTool, OperationFailed
 from bakery.verify.launch import user_data
 from bakery.verify.suites import SshTarget
+
+# QEMU of each image architecture: the program, and the machine arguments beyond the
+# accelerator. arm64 boots on the generic `virt` board through UEFI firmware (`-bios`,
+# Debian's qemu-efi-aarch64), with the CPU model the bake uses (bakery/config.py).
+QEMU_PROGRAMS = {"x86_64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
+
+
+def qemu_machine(arch: str, accelerator: str, firmware: str | None = None) -> list[str]:
+    """The start of the QEMU command line that boots an image of `arch`."""
+    if arch == "arm64":
+        if firmware is None:
+            raise ValueError("an arm64 guest needs its UEFI firmware (local.arm64_firmware)")
+        return [
+            QEMU_PROGRAMS[arch], "-machine", f"virt,accel={accelerator}",
+            "-cpu", str(LOCAL_MACHINES[arch].cpu),
+            "-bios", firmware,
+        ]  # fmt: skip
+    return [QEMU_PROGRAMS[arch], "-machine", f"accel={accelerator}"]
+
+
+def seed_drive(arch: str, seed: Path) -> list[str]:
+    """The NoCloud seed's drive: a CD on the PC's IDE bus; a read-only virtio disk on the
+    virt board, which has no IDE (cloud-init finds the seed by its `cidata` label)."""
+    if arch == "arm64":
+        return ["-drive", f"file={seed},if=virtio,format=raw,readonly=on"]
+    return ["-drive", f"file={seed},media=cdrom,readonly=on"]
 
 
 @dataclass
@@ -138,9 +165,12 @@ def booted(
     forward_ports: Sequence[int] = (),
     extra_qemu_args: Sequence[str] = (),
     bootcmd: Sequence[str] = (),
+    arch: str = "x86_64",
+    firmware: str | None = None,
 ) -> Iterator[BootedVM]:
     """Boot `image` with `settings` as launch-time user data; always stop it afterwards."""
-    for tool in ("qemu-system-x86_64", "qemu-img", "xorriso", "ssh", "ssh-keygen"):
+    machine = qemu_machine(arch, accelerator, firmware)
+    for tool in (machine[0], "qemu-img", "xorriso", "ssh", "ssh-keygen"):
         if shutil.which(tool) is None:
             raise MissingTool(tool, "run `./scripts/run invoke host-check` for what to install")
     workdir = work_root / f"{name}-{uuid.uuid4().hex[:8]}"
@@ -167,11 +197,11 @@ def booted(
             f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for guest, host in forwards.items()
         ]
         command = [
-            "qemu-system-x86_64", "-machine", f"accel={accelerator}", "-smp", str(cpus),
+            *machine, "-smp", str(cpus),
             "-m", str(memory_mb), "-nodefaults", "-display", "none",
             "-serial", f"file:{workdir / 'console.log'}", "-pidfile", str(workdir / "qemu.pid"),
             "-drive", f"file={overlay},if=virtio,format=qcow2",
-            "-drive", f"file={seed},media=cdrom,readonly=on",
+            *seed_drive(arch, seed),
             "-nic", "user,model=virtio-net-pci,restrict=on," + ",".join(hostfwd),
             *extra_qemu_args,
         ]  # fmt: skip

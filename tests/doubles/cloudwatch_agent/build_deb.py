@@ -2,10 +2,12 @@
 
 Owns turning `root/` (a tree mirroring `/` on the image) and `DEBIAN/` beside this module,
 plus the agent's JSON schema from the shared reference data, into
-`amazon-cloudwatch-agent_<DOUBLE_VERSION>_amd64.deb`. The same inputs give the same bytes,
-so the bake's input hash stays stable.
+`amazon-cloudwatch-agent_<DOUBLE_VERSION>_<arch>.deb` (amd64 or arm64: the double is
+Python and shell only, so the Architecture field is its only difference, and it is what
+dpkg checks against the image). The same inputs give the same bytes, so the bake's input
+hash stays stable.
 
-    python -m tests.doubles.cloudwatch_agent.build_deb --out DIR [--schema PATH]
+    python -m tests.doubles.cloudwatch_agent.build_deb --out DIR [--arch arm64] [--schema PATH]
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from pathlib import Path
 # CWAGENT_VERSION, ctl status); the real agent's versions look like 1.300040.0b650.
 DOUBLE_VERSION = "0.1.0+bakery.testdouble"
 PACKAGE = "amazon-cloudwatch-agent"
-ARCHITECTURE = "amd64"
+ARCHITECTURE = "amd64"  # the default: x86_64 images
+# Debian's architecture name for each image arch bakery bakes (dpkg refuses the others).
+DEBIAN_ARCHITECTURES = {"x86_64": "amd64", "arm64": "arm64"}
 AGENT_HOME = Path("opt/aws/amazon-cloudwatch-agent")
 
 _HERE = Path(__file__).resolve().parent
@@ -49,8 +53,8 @@ class DebBuildError(Exception):
     """The double's package could not be built; the message says what to fix."""
 
 
-def deb_filename(version: str = DOUBLE_VERSION) -> str:
-    return f"{PACKAGE}_{version}_{ARCHITECTURE}.deb"
+def deb_filename(version: str = DOUBLE_VERSION, architecture: str = ARCHITECTURE) -> str:
+    return f"{PACKAGE}_{version}_{architecture}.deb"
 
 
 def _check_schema(schema_path: Path) -> None:
@@ -65,7 +69,7 @@ def _check_schema(schema_path: Path) -> None:
         raise DebBuildError(f"agent schema {schema_path} is not readable JSON: {exc}") from exc
 
 
-def _stage(package_dir: Path, schema_path: Path) -> None:
+def _stage(package_dir: Path, schema_path: Path, architecture: str) -> None:
     """Lay out the package tree: the sources, generated files and DEBIAN control files."""
     shutil.copytree(SOURCE_ROOT, package_dir, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     home = package_dir / AGENT_HOME
@@ -79,7 +83,8 @@ def _stage(package_dir: Path, schema_path: Path) -> None:
     control_dir.mkdir()
     control = (DEBIAN_TEMPLATES / "control.in").read_text(encoding="utf-8")
     (control_dir / "control").write_text(
-        control.replace("@VERSION@", DOUBLE_VERSION), encoding="utf-8"
+        control.replace("@VERSION@", DOUBLE_VERSION).replace("@ARCHITECTURE@", architecture),
+        encoding="utf-8",
     )
     for script in ("postinst", "prerm", "postrm"):
         shutil.copyfile(DEBIAN_TEMPLATES / script, control_dir / script)
@@ -98,16 +103,22 @@ def _normalise(package_dir: Path) -> None:
         os.utime(entry, (_SOURCE_DATE_EPOCH, _SOURCE_DATE_EPOCH), follow_symlinks=False)
 
 
-def build_deb(out_dir: Path, schema_path: Path = DEFAULT_SCHEMA_PATH) -> Path:
-    """Build the double's .deb into out_dir and return its path."""
+def build_deb(
+    out_dir: Path, schema_path: Path = DEFAULT_SCHEMA_PATH, architecture: str = ARCHITECTURE
+) -> Path:
+    """Build the double's .deb for a Debian `architecture` into out_dir; its path."""
+    if architecture not in DEBIAN_ARCHITECTURES.values():
+        raise DebBuildError(
+            f"--arch {architecture}: choose one of {', '.join(DEBIAN_ARCHITECTURES.values())}"
+        )
     if shutil.which("dpkg-deb") is None:
         raise DebBuildError("dpkg-deb is not installed: apt-get install dpkg")
     _check_schema(schema_path)
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / deb_filename()
+    target = out_dir / deb_filename(architecture=architecture)
     with tempfile.TemporaryDirectory(prefix="cwagent-double-") as staging:
         package_dir = Path(staging) / "pkg"
-        _stage(package_dir, schema_path)
+        _stage(package_dir, schema_path, architecture)
         _normalise(package_dir)
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(_SOURCE_DATE_EPOCH)}
         # One compressor thread: multi-threaded xz output depends on the core count.
@@ -138,9 +149,15 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_SCHEMA_PATH,
         help="the agent's config JSON schema to ship (default: %(default)s)",
     )
+    parser.add_argument(
+        "--arch",
+        default=ARCHITECTURE,
+        help="the Debian architecture of the image it goes on: amd64 or arm64 "
+        "(default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     try:
-        path = build_deb(args.out, args.schema)
+        path = build_deb(args.out, args.schema, args.arch)
     except DebBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

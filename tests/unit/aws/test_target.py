@@ -69,7 +69,7 @@ def _qemu_packer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def _local_target(cfg: BakeryConfig, source_image: str) -> local.LocalTarget:
     """A local target whose base image is known by `source_image` (no debootstrap)."""
     target = local.LocalTarget([cfg], Progress(), packer=PACKER)
-    target._base = BaseImage(Path("/nonexistent/base.qcow2"), "0" * 64, source_image)
+    target._bases[cfg.arch] = BaseImage(Path("/nonexistent/base.qcow2"), "0" * 64, source_image)
     target._accelerator = "tcg"
     return target
 

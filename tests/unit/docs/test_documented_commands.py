@@ -421,6 +421,13 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
             "test_arm64_build_runs_graviton_from_the_arm64_source_and_records_arm64"
         ),
     ),
+    # The local arm64 bake and verify (issue #16): .ci/run's last stage.
+    "invoke build --role backend --set arch=arm64": (
+        CiRun("./scripts/run invoke build --role backend --set arch=arm64"),
+    ),
+    "./scripts/run invoke build --role backend --set arch=arm64": (CiRun(),),
+    "./scripts/run invoke images --role backend": (CiRun(),),
+    "invoke host-check --set arch=arm64": (Run(prints_findings),),
     "invoke release --role backend -e staging --set arch=arm64": (
         Test(
             "tests/unit/aws/test_arch.py::test_each_architecture_is_released_to_its_own_parameter"

@@ -278,6 +278,26 @@ def test_package_version_marks_it_as_a_test_double(deb_path: Path) -> None:
     assert "TEST DOUBLE" in deb_field(deb_path, "Description")
 
 
+def test_the_arm64_double_differs_only_in_its_architecture(deb_path: Path, tmp_path: Path) -> None:
+    arm64 = build_deb(tmp_path, architecture="arm64")
+    assert arm64.name == f"amazon-cloudwatch-agent_{DOUBLE_VERSION}_arm64.deb"
+    assert deb_field(arm64, "Architecture") == "arm64"
+    for field in ("Package", "Version", "Depends", "Description"):
+        assert deb_field(arm64, field) == deb_field(deb_path, field)
+    listing = [
+        subprocess.run(
+            ["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True
+        ).stdout.split("\n")
+        for deb in (deb_path, arm64)
+    ]
+    assert listing[0] == listing[1]  # same files: the double has no compiled part
+
+
+def test_a_double_for_an_architecture_bakery_does_not_bake_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DebBuildError, match="--arch i386"):
+        build_deb(tmp_path, architecture="i386")
+
+
 def test_package_installs_the_real_agent_layout(deb_path: Path) -> None:
     listing = subprocess.run(
         ["dpkg-deb", "-c", str(deb_path)], capture_output=True, text=True, check=True

@@ -123,7 +123,7 @@ def test_local_render_for_arm64_is_an_aarch64_virt_guest_booting_uefi(tmp_path: 
     assert source["qemu_binary"] == "qemu-system-aarch64"
     assert source["machine_type"] == "virt"
     assert source["cdrom_interface"] == "virtio-scsi"
-    assert ["-cpu", "max"] in source["qemuargs"]
+    assert ["-cpu", "cortex-a72"] in source["qemuargs"]
     assert ["-bios", "${var.arm64_firmware}"] in source["qemuargs"]
     firmware = variable_defaults(directory)["arm64_firmware"]
     assert firmware == "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"

@@ -1,0 +1,116 @@
+"""An arm64 image on an x86_64 host (bakery/local/accelerator.py, vm.py, build.py): TCG
+without a KVM probe, QEMU's aarch64 `virt` board booting UEFI firmware, and its own image
+folder beside the x86_64 one of the same role."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bakery.config import BakeryConfig, load_config
+from bakery.errors import BadInput
+from bakery.local import accelerator as accelerator_module
+from bakery.local import build
+from bakery.local.accelerator import foreign_accelerator
+from bakery.local.base_image import HOST_ARCH
+from bakery.local.vm import qemu_machine, seed_drive
+from bakery.progress import Progress
+
+pytestmark = pytest.mark.skipif(HOST_ARCH != "x86_64", reason="arm64 is foreign on x86_64 only")
+FIRMWARE = "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"
+
+
+def _arm64(*overrides: str) -> BakeryConfig:
+    return load_config("backend", "local", overrides=["arch=arm64", *overrides])
+
+
+def test_an_arm64_guest_always_gets_tcg_and_no_kvm_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_probe(*_: object) -> bool:
+        raise AssertionError("KVM was probed for a guest it cannot run")
+
+    monkeypatch.setattr(accelerator_module, "probe_kvm", no_probe)
+    cfg = _arm64()  # local.accelerator: auto
+    assert foreign_accelerator(cfg) == "tcg"
+    target = build.LocalTarget([cfg], Progress())
+    assert target.accelerator_for(cfg) == "tcg"
+    assert target.accelerator == "tcg"
+
+
+def test_an_x86_64_guest_is_left_to_the_probe() -> None:
+    assert foreign_accelerator(load_config("backend", "local")) is None
+
+
+def test_kvm_asked_for_an_arm64_guest_is_refused_naming_the_setting() -> None:
+    with pytest.raises(BadInput) as caught:
+        foreign_accelerator(_arm64("local.accelerator=kvm"))
+    assert "local.accelerator" in str(caught.value)
+    assert "auto or tcg" in str(caught.value)
+
+
+def test_arm64_boots_on_the_virt_board_through_uefi_firmware() -> None:
+    machine = qemu_machine("arm64", "tcg", FIRMWARE)
+    assert machine[0] == "qemu-system-aarch64"
+    assert machine[machine.index("-machine") + 1] == "virt,accel=tcg"
+    assert machine[machine.index("-cpu") + 1] == "cortex-a72"  # measured: max is 5x slower
+    assert machine[machine.index("-bios") + 1] == FIRMWARE
+    with pytest.raises(ValueError, match="arm64_firmware"):
+        qemu_machine("arm64", "tcg")
+
+
+def test_x86_64_boot_command_is_unchanged() -> None:
+    assert qemu_machine("x86_64", "kvm") == ["qemu-system-x86_64", "-machine", "accel=kvm"]
+    assert seed_drive("x86_64", Path("/s.iso")) == [
+        "-drive", "file=/s.iso,media=cdrom,readonly=on",
+    ]  # fmt: skip
+
+
+def test_the_arm64_seed_is_a_read_only_virtio_disk_since_virt_has_no_ide() -> None:
+    assert seed_drive("arm64", Path("/s.iso")) == [
+        "-drive", "file=/s.iso,if=virtio,format=raw,readonly=on",
+    ]  # fmt: skip
+
+
+def test_both_arches_of_one_role_have_their_own_image_folder() -> None:
+    x86, arm = build.image_dir("backend"), build.image_dir("backend", "arm64")
+    assert x86 == build.IMAGES_ROOT / "backend"  # where x86_64 images always were
+    assert arm != x86 and not arm.is_relative_to(x86)
+    assert build.record_path("backend", "arm64").parent == arm
+
+
+def test_an_arm64_bake_gets_the_agent_double_built_for_arm64(tmp_path: Path) -> None:
+    import subprocess
+
+    from bakery.artifacts import ensure_agent_double
+
+    debs = {arch: ensure_agent_double(tmp_path, Progress(), "backend", arch) for arch in
+            ("x86_64", "arm64")}  # fmt: skip
+    fields = {
+        arch: subprocess.run(
+            ["dpkg-deb", "-f", str(deb), "Architecture"], capture_output=True, text=True,
+            check=True,
+        ).stdout.strip()
+        for arch, deb in debs.items()
+    }  # fmt: skip
+    assert fields == {"x86_64": "amd64", "arm64": "arm64"}
+    assert debs["x86_64"].parent != debs["arm64"].parent  # cached side by side
+
+
+def test_an_arm64_bake_keeps_its_logs_apart_from_the_x86_64_ones() -> None:
+    assert build.per_arch(build.LOGS_ROOT, "backend") == build.LOGS_ROOT / "backend"
+    assert build.per_arch(build.LOGS_ROOT, "backend", "arm64") == (
+        build.LOGS_ROOT / "arm64" / "backend"
+    )
+
+
+def test_an_emulated_arm64_bake_and_boot_wait_longer_than_x86_64(tmp_path: Path) -> None:
+    from bakery.packer import detect_version
+    from bakery.render import render_role
+
+    x86, arm = load_config("backend", "local"), _arm64("local.emulation_slowdown=4")
+    assert (x86.local_wait_factor, arm.local_wait_factor) == (1, 4)
+    packer = detect_version()
+    for cfg, wait_s in ((x86, x86.ssh.build_timeout_s), (arm, 4 * arm.ssh.build_timeout_s)):
+        rendered = render_role(cfg, packer, build_root=tmp_path / cfg.arch)
+        source = (rendered.directory / "source.pkr.hcl").read_text()
+        assert f'ssh_timeout          = "{wait_s}s"' in source
