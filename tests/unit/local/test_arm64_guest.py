@@ -4,10 +4,13 @@ folder beside the x86_64 one of the same role."""
 
 from __future__ import annotations
 
+from io import StringIO
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from bakery import report
 from bakery.config import BakeryConfig, load_config
 from bakery.errors import BadInput
 from bakery.local import accelerator as accelerator_module
@@ -16,6 +19,8 @@ from bakery.local.accelerator import foreign_accelerator
 from bakery.local.base_image import HOST_ARCH
 from bakery.local.vm import qemu_machine, seed_drive
 from bakery.progress import Progress
+from bakery.records import write_record
+from tests.unit.image_records import local_record
 
 pytestmark = pytest.mark.skipif(HOST_ARCH != "x86_64", reason="arm64 is foreign on x86_64 only")
 FIRMWARE = "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"
@@ -114,3 +119,21 @@ def test_an_emulated_arm64_bake_and_boot_wait_longer_than_x86_64(tmp_path: Path)
         rendered = render_role(cfg, packer, build_root=tmp_path / cfg.arch)
         source = (rendered.directory / "source.pkr.hcl").read_text()
         assert f'ssh_timeout          = "{wait_s}s"' in source
+
+
+def test_invoke_images_lists_both_arches_of_a_role_side_by_side(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(build, "IMAGES_ROOT", tmp_path / "images")
+    monkeypatch.setattr(report, "REPO_ROOT", tmp_path)
+    for arch, inputs_hash in (("x86_64", "aaaa"), ("arm64", "bbbb")):
+        path = build.record_path("backend", arch)
+        path.parent.mkdir(parents=True)
+        write_record(local_record(path, inputs_hash=inputs_hash, arch=arch, status="verified"))
+    out = StringIO()
+    report.print_local_images(Console(file=out, width=250), ["backend", "frontend"])
+    rows = [line for line in out.getvalue().splitlines() if "backend" in line or "frontend" in line]
+    assert len(rows) == 3, out.getvalue()
+    assert "x86_64" in rows[0] and "backend-aaaa" in rows[0]
+    assert "arm64" in rows[1] and "backend-bbbb" in rows[1]
+    assert "x86_64" in rows[2] and "not built" in rows[2]  # a role without an arm64 image
