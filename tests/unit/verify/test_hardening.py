@@ -187,4 +187,10 @@ def test_gates_lynis_speed_ups_refuse_another_lynis_version() -> None:
 
 
 def test_gates_lynis_profile_audits_the_image_as_baked() -> None:
-    assert "refresh-repositories=no" in LYNIS_GATE_PROFILE.splitlines()
+    settings = dict(
+        line.split("=", 1) for line in LYNIS_GATE_PROFILE.splitlines() if not line.startswith("#")
+    )
+    assert settings["refresh-repositories"] == "no"
+    # Only the package-owned trust roots leave the certificate search.
+    assert "/usr/share/ca-certificates" not in settings["ssl-certificate-paths"].split(":")
+    assert "/usr/local/share/ca-certificates" in settings["ssl-certificate-paths"].split(":")
