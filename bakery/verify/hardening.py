@@ -174,6 +174,18 @@ LYNIS_SPEEDUPS: tuple[tuple[str, str, str], ...] = (
         '            echo "${CDATE:-} ===="',
     ),
     ("plugins/plugin_debian_phase1", "N=`expr ${N} + 1`", "N=$((N + 1))"),
+    # Reading the profiles (~120 settings): the option name and the old-style test by the
+    # shell, not `echo | cut` and `echo | grep` per setting.
+    (
+        "include/profiles",
+        'if ContainsString "^config:" "${CONFIGOPTION}"; then',
+        'if [ "${CONFIGOPTION#config:}" != "${CONFIGOPTION}" ]; then',
+    ),
+    (
+        "include/profiles",
+        "                OPTION=$(echo ${CONFIGOPTION} | cut -d '=' -f1)\n",
+        "                OPTION=${CONFIGOPTION%%=*}\n",
+    ),
     # PKGS-7345: a package's name and version, cut from `ii,NAME,VERSION,...` by the shell.
     (
         "include/tests_ports_packages",

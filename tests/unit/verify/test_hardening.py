@@ -181,6 +181,27 @@ def test_gates_lynis_reads_package_names_and_versions_the_same_without_cut() -> 
     assert outputs[0].stdout == outputs[1].stdout == "libc6:amd64 2.36-9+deb12u4\nzlib1g 1:1.2.13\n"
 
 
+def test_gates_lynis_reads_profile_settings_the_same_without_cut_and_grep() -> None:
+    loop = (
+        "for CONFIGOPTION in config:x:y refresh-repositories=no a=b=c; do\n"
+        '            if ContainsString "^config:" "${CONFIGOPTION}"; then\n'
+        "                echo old\n"
+        "            else\n"
+        "                OPTION=$(echo ${CONFIGOPTION} | cut -d '=' -f1)\n"
+        '                echo "${OPTION}"\n'
+        "            fi\n"
+        "done\n"
+    )
+    contains = 'ContainsString() { FIND=$(echo "$2" | grep -E "$1"); [ -n "${FIND}" ]; }\n'
+    edited = speed_up_lynis("include/profiles", loop)
+    assert "cut" not in edited and "ContainsString" not in edited
+    outputs = [
+        subprocess.run(["sh", "-c", contains + text], capture_output=True, text=True)
+        for text in (loop, edited)
+    ]
+    assert outputs[0].stdout == outputs[1].stdout == "old\nrefresh-repositories\na\n"
+
+
 def test_gates_lynis_speed_ups_refuse_another_lynis_version() -> None:
     with pytest.raises(LynisCopyError, match="LYNIS_SPEEDUPS"):
         speed_up_lynis("plugins/plugin_debian_phase1", "N=$(( N + 1 ))\n")
