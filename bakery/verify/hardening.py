@@ -186,6 +186,14 @@ LYNIS_SPEEDUPS: tuple[tuple[str, str, str], ...] = (
         "                OPTION=$(echo ${CONFIGOPTION} | cut -d '=' -f1)\n",
         "                OPTION=${CONFIGOPTION%%=*}\n",
     ),
+    # NETW-2600: each of the ~150 net.ipv6 parameters' key and value, split by the shell.
+    (
+        "include/tests_networking",
+        "                SYSCTL_KEY=$(echo ${I} | ${AWKBINARY} -F= '{ print $1 }')\n"
+        "                SYSCTL_VALUE=$(echo ${I} | ${AWKBINARY} -F= '{ print $2 }')\n",
+        "                SYSCTL_KEY=${I%%=*}; SYSCTL_VALUE=${I#*=}\n"
+        "                SYSCTL_VALUE=${SYSCTL_VALUE%%=*}\n",
+    ),
     # PKGS-7345: a package's name and version, cut from `ii,NAME,VERSION,...` by the shell.
     (
         "include/tests_ports_packages",

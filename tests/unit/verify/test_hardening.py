@@ -202,6 +202,26 @@ def test_gates_lynis_reads_profile_settings_the_same_without_cut_and_grep() -> N
     assert outputs[0].stdout == outputs[1].stdout == "old\nrefresh-repositories\na\n"
 
 
+def test_gates_lynis_splits_ipv6_parameters_the_same_without_awk() -> None:
+    loop = (
+        "for I in net.ipv6.conf.all.mtu=1280 net.ipv6.bindv6only=0 odd=a=b; do\n"
+        "                SYSCTL_KEY=$(echo ${I} | ${AWKBINARY} -F= '{ print $1 }')\n"
+        "                SYSCTL_VALUE=$(echo ${I} | ${AWKBINARY} -F= '{ print $2 }')\n"
+        'echo "${SYSCTL_KEY} ${SYSCTL_VALUE}"; done\n'
+    )
+    edited = speed_up_lynis("include/tests_networking", loop)
+    assert "AWKBINARY" not in edited
+    outputs = [
+        subprocess.run(["sh", "-c", f"AWKBINARY=awk\n{text}"], capture_output=True, text=True)
+        for text in (loop, edited)
+    ]
+    assert (
+        outputs[0].stdout
+        == outputs[1].stdout
+        == ("net.ipv6.conf.all.mtu 1280\nnet.ipv6.bindv6only 0\nodd a\n")
+    )
+
+
 def test_gates_lynis_speed_ups_refuse_another_lynis_version() -> None:
     with pytest.raises(LynisCopyError, match="LYNIS_SPEEDUPS"):
         speed_up_lynis("plugins/plugin_debian_phase1", "N=$(( N + 1 ))\n")
