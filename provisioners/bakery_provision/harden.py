@@ -26,13 +26,15 @@ LOGIN_DEFS = "/etc/login.defs"
 PROFILE = "/etc/profile"
 LIMITS_FILE = "/etc/security/limits.d/bakery-hardening.conf"
 COREDUMP_FILE = "/etc/systemd/coredump.conf.d/bakery-hardening.conf"
+# Login shells read it; lynis (KRNL-5820) looks for `ulimit -c 0` in /etc/profile.d.
+PROFILE_CORE_FILE = "/etc/profile.d/bakery-hardening.sh"
 BANNER_FILES = ("/etc/issue", "/etc/issue.net")
 BLOCK_BEGIN = "# BEGIN bakery hardening (docs/hardening.md)"
 BLOCK_END = "# END bakery hardening"
 # What `record-manifest` hashes, so `invoke diff` shows a changed hardening setting.
 OWNED_FILES = (
     SSHD_DROP_IN, SYSCTL_FILE, MODPROBE_FILE, LOGIN_DEFS, PROFILE, LIMITS_FILE,
-    COREDUMP_FILE, *BANNER_FILES,
+    COREDUMP_FILE, PROFILE_CORE_FILE, *BANNER_FILES,
 )  # fmt: skip
 SECTIONS = (
     "sshd", "sysctl", "disabled_modules", "login_defs", "packages", "shell_timeout", "banner"
@@ -131,6 +133,12 @@ def disable_core_dumps(ctx: StepContext) -> None:
         COREDUMP_FILE,
         HEADER + "# systemd-coredump neither keeps nor processes core dumps.\n"
         "[Coredump]\nStorage=none\nProcessSizeMax=0\n",
+    )
+    write_text(
+        ctx,
+        PROFILE_CORE_FILE,
+        HEADER + "# No core files from login shells either (the limits above cover PAM).\n"
+        "ulimit -c 0\n",
     )
 
 

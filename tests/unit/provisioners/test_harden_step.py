@@ -108,6 +108,7 @@ def test_kernel_parameters_core_dumps_and_banners(harden_context: StepContext) -
     assert "* hard core 0" in harden_context.path(harden.LIMITS_FILE).read_text()
     coredump = harden_context.path(harden.COREDUMP_FILE).read_text()
     assert "Storage=none" in coredump and "ProcessSizeMax=0" in coredump
+    assert "\nulimit -c 0\n" in harden_context.path(harden.PROFILE_CORE_FILE).read_text()
     for banner in harden.BANNER_FILES:
         assert "Authorized access only" in harden_context.path(banner).read_text()
 

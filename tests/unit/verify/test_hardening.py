@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 
 from bakery.records import LISTING_COLUMNS, ImageRecord, hardening_index, listing_row
-from bakery.verify.hardening import LynisReportError, hardening_failure, parse_lynis
+from bakery.verify.hardening import (
+    LYNIS_GATE_PROFILE,
+    LynisCopyError,
+    LynisReportError,
+    hardening_failure,
+    parse_lynis,
+    speed_up_lynis,
+)
 from bakery.verify.suites import SuiteResult, hardening_from_junit
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "lynis"
@@ -108,3 +115,123 @@ def test_junit_without_an_audit_has_no_hardening(tmp_path: Path) -> None:
     assert hardening_from_junit(junit) is None
     record = image_record()
     assert hardening_index(record) == "-"
+
+
+# lynis 3.0.8's text around the gate's speed-ups, trimmed (Debian's package): the
+# functions' log writers and the Debian plugin's binary count.
+LYNIS_308_FUNCTIONS = (
+    (
+        "    LogText() {\n"
+        '        if [ ! "${LOGFILE}" = "" -a ${LOGTEXT} -eq 1 ]; then '
+        'CDATE=$(date "+%Y-%m-%d %H:%M:%S"); '
+        'echo "${CDATE} $1" >> ${LOGFILE}; fi\n'
+        "    }\n"
+    )
+    + """\
+    LogTextBreak() {
+        if [ ! "${LOGFILE}" = "" -a ${LOGTEXT} -eq 1 ]; then
+            CDATE=$(date "+%Y-%m-%d %H:%M:%S")
+            echo "${CDATE} ====" >> ${LOGFILE}
+        fi
+    }
+"""
+)
+LYNIS_308_DEBIAN_COUNT = "N=0\nfor I in a b c; do\n    N=`expr ${N} + 1`\ndone\necho ${N}\n"
+
+
+def test_gates_lynis_logs_the_same_lines_with_one_date_per_test(tmp_path: Path) -> None:
+    functions = speed_up_lynis("include/functions", LYNIS_308_FUNCTIONS)
+    log, calls = tmp_path / "lynis.log", tmp_path / "date-calls"
+    # Under `set -u` as lynis runs; `date` is a counting stand-in.
+    script = (
+        f"set -u\ndate() {{ echo called >> {calls}; echo T; }}\n"
+        f"LOGFILE={log}\nLOGTEXT=1\n{functions}\n"
+        "LogTextBreak\nLogText 'Performing test ID A-1 (a)'\nLogText 'Result: x'\n"
+        "LogTextBreak\nLogText 'Performing test ID B-2 (b)'\nLogText 'Result: y'\n"
+    )
+    ran = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert [line.split(" ", 1)[1] for line in log.read_text().splitlines()] == [
+        "====", "Performing test ID A-1 (a)", "Result: x",
+        "====", "Performing test ID B-2 (b)", "Result: y",
+    ]  # fmt: skip
+    assert len(calls.read_text().splitlines()) == 2  # was 6: one per line
+
+
+def test_gates_lynis_counts_binaries_the_same_without_expr() -> None:
+    edited = speed_up_lynis("plugins/plugin_debian_phase1", LYNIS_308_DEBIAN_COUNT)
+    assert "expr" not in edited
+    ran = subprocess.run(["sh", "-c", edited], capture_output=True, text=True, check=True)
+    assert ran.stdout.strip() == "3"
+
+
+def test_gates_lynis_reads_package_names_and_versions_the_same_without_cut() -> None:
+    loop = (
+        "for J in ii,libc6:amd64,2.36-9+deb12u4,amd64,GNU,C,Library ii,zlib1g,1:1.2.13,amd64; do\n"
+        "            PACKAGE_NAME=$(echo ${J} | ${CUTBINARY} -d ',' -f2)\n"
+        "            PACKAGE_VERSION=$(echo ${J} | ${CUTBINARY} -d ',' -f3)\n"
+        'echo "${PACKAGE_NAME} ${PACKAGE_VERSION}"; done\n'
+    )
+    edited = speed_up_lynis("include/tests_ports_packages", loop)
+    assert "CUTBINARY" not in edited
+    outputs = [
+        subprocess.run(["sh", "-c", f"CUTBINARY=cut\n{text}"], capture_output=True, text=True)
+        for text in (loop, edited)
+    ]
+    assert outputs[0].stdout == outputs[1].stdout == "libc6:amd64 2.36-9+deb12u4\nzlib1g 1:1.2.13\n"
+
+
+def test_gates_lynis_reads_profile_settings_the_same_without_cut_and_grep() -> None:
+    loop = (
+        "for CONFIGOPTION in config:x:y refresh-repositories=no a=b=c; do\n"
+        '            if ContainsString "^config:" "${CONFIGOPTION}"; then\n'
+        "                echo old\n"
+        "            else\n"
+        "                OPTION=$(echo ${CONFIGOPTION} | cut -d '=' -f1)\n"
+        '                echo "${OPTION}"\n'
+        "            fi\n"
+        "done\n"
+    )
+    contains = 'ContainsString() { FIND=$(echo "$2" | grep -E "$1"); [ -n "${FIND}" ]; }\n'
+    edited = speed_up_lynis("include/profiles", loop)
+    assert "cut" not in edited and "ContainsString" not in edited
+    outputs = [
+        subprocess.run(["sh", "-c", contains + text], capture_output=True, text=True)
+        for text in (loop, edited)
+    ]
+    assert outputs[0].stdout == outputs[1].stdout == "old\nrefresh-repositories\na\n"
+
+
+def test_gates_lynis_splits_ipv6_parameters_the_same_without_awk() -> None:
+    loop = (
+        "for I in net.ipv6.conf.all.mtu=1280 net.ipv6.bindv6only=0 odd=a=b; do\n"
+        "                SYSCTL_KEY=$(echo ${I} | ${AWKBINARY} -F= '{ print $1 }')\n"
+        "                SYSCTL_VALUE=$(echo ${I} | ${AWKBINARY} -F= '{ print $2 }')\n"
+        'echo "${SYSCTL_KEY} ${SYSCTL_VALUE}"; done\n'
+    )
+    edited = speed_up_lynis("include/tests_networking", loop)
+    assert "AWKBINARY" not in edited
+    outputs = [
+        subprocess.run(["sh", "-c", f"AWKBINARY=awk\n{text}"], capture_output=True, text=True)
+        for text in (loop, edited)
+    ]
+    assert (
+        outputs[0].stdout
+        == outputs[1].stdout
+        == ("net.ipv6.conf.all.mtu 1280\nnet.ipv6.bindv6only 0\nodd a\n")
+    )
+
+
+def test_gates_lynis_speed_ups_refuse_another_lynis_version() -> None:
+    with pytest.raises(LynisCopyError, match="LYNIS_SPEEDUPS"):
+        speed_up_lynis("plugins/plugin_debian_phase1", "N=$(( N + 1 ))\n")
+
+
+def test_gates_lynis_profile_audits_the_image_as_baked() -> None:
+    settings = dict(
+        line.split("=", 1) for line in LYNIS_GATE_PROFILE.splitlines() if not line.startswith("#")
+    )
+    assert settings["refresh-repositories"] == "no"
+    # Only the package-owned trust roots leave the certificate search.
+    assert "/usr/share/ca-certificates" not in settings["ssl-certificate-paths"].split(":")
+    assert "/usr/local/share/ca-certificates" in settings["ssl-certificate-paths"].split(":")
