@@ -428,6 +428,14 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
     "./scripts/run invoke build --role backend --set arch=arm64": (
         Test("tests/unit/local/test_arm64_guest.py"),
     ),
+    # A local image measured by lynis (docs/hardening.md): the --set reaches the gate's
+    # expectations, which tests/infra/test_hardening.py audits by.
+    "./scripts/run invoke verify --role database --set verify.min_hardening_index=80": (
+        Test(
+            "tests/unit/verify/test_launch.py::"
+            "test_the_local_gate_audits_with_lynis_only_when_a_minimum_index_is_set"
+        ),
+    ),
     "./scripts/run invoke images --role backend": (
         Test(
             "tests/unit/local/test_arm64_guest.py::"

@@ -42,3 +42,11 @@ def test_verification_settings_differ_from_baked_defaults() -> None:
     assert expectations(
         load_config("backend", "local"), launch_settings(load_config("backend", "local"))
     )["telemetry"]
+
+
+def test_the_local_gate_audits_with_lynis_only_when_a_minimum_index_is_set() -> None:
+    # tests/infra/test_hardening.py skips the audit at 0, the local default.
+    local = load_config("database", "local")
+    assert expectations(local, launch_settings(local))["min_hardening_index"] == 0
+    raised = load_config("database", "local", overrides=["verify.min_hardening_index=80"])
+    assert expectations(raised, launch_settings(raised))["min_hardening_index"] == 80
