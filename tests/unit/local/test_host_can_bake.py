@@ -11,28 +11,18 @@ import pytest
 from bakery.config import load_config
 from bakery.errors import BadInput, MissingTool
 from bakery.local.build import check_host_can_bake
-
-
-def _path_with(tmp_path: Path, *programs: str) -> str:
-    """A PATH holding only stand-in executables with these names (test doubles)."""
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    for program in programs:
-        double = folder / program
-        double.write_text("#!/bin/sh\nexit 0\n")
-        double.chmod(0o755)
-    return str(folder)
+from tests.unit.local.stand_in_programs import path_with
 
 
 def test_x86_64_bake_is_not_held_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PATH", _path_with(tmp_path))
+    monkeypatch.setenv("PATH", path_with(tmp_path))
     check_host_can_bake(load_config("backend", "local"))
 
 
 def test_missing_qemu_system_aarch64_names_its_debian_package(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PATH", _path_with(tmp_path))
+    monkeypatch.setenv("PATH", path_with(tmp_path))
     with pytest.raises(MissingTool) as caught:
         check_host_can_bake(load_config("backend", "local", overrides=["arch=arm64"]))
     assert "qemu-system-aarch64" in str(caught.value)
@@ -42,7 +32,7 @@ def test_missing_qemu_system_aarch64_names_its_debian_package(
 def test_missing_uefi_firmware_names_qemu_efi_aarch64(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PATH", _path_with(tmp_path, "qemu-system-aarch64"))
+    monkeypatch.setenv("PATH", path_with(tmp_path, "qemu-system-aarch64"))
     cfg = load_config(
         "backend", "local",
         overrides=["arch=arm64", f"local.arm64_firmware={tmp_path}/absent/QEMU_EFI.fd"],
@@ -56,7 +46,7 @@ def test_missing_uefi_firmware_names_qemu_efi_aarch64(
 def test_with_qemu_and_firmware_present_an_arm64_bake_may_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PATH", _path_with(tmp_path, "qemu-system-aarch64"))
+    monkeypatch.setenv("PATH", path_with(tmp_path, "qemu-system-aarch64"))
     firmware = tmp_path / "QEMU_EFI.fd"
     firmware.write_bytes(b"\0" * 16)
     cfg = load_config(

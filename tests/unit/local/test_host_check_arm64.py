@@ -12,19 +12,9 @@ import pytest
 from bakery.config import REPO_ROOT, load_config
 from bakery.host_check import check_foreign_arch
 from bakery.local.base_image import HOST_ARCH
+from tests.unit.local.stand_in_programs import path_with
 
 pytestmark = pytest.mark.skipif(HOST_ARCH != "x86_64", reason="arm64 is foreign on x86_64 only")
-
-
-def _path_with(tmp_path: Path, *programs: str) -> str:
-    """A PATH holding only stand-in executables with these names (test doubles)."""
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    for program in programs:
-        double = folder / program
-        double.write_text("#!/bin/sh\nexit 0\n")
-        double.chmod(0o755)
-    return str(folder)
 
 
 def test_x86_64_images_need_nothing_foreign() -> None:
@@ -34,7 +24,7 @@ def test_x86_64_images_need_nothing_foreign() -> None:
 def test_a_bare_host_is_told_every_package_arm64_needs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PATH", _path_with(tmp_path))
+    monkeypatch.setenv("PATH", path_with(tmp_path))
     cfg = load_config(
         "backend", "local",
         overrides=["arch=arm64", f"local.arm64_firmware={tmp_path}/absent/QEMU_EFI.fd"],
@@ -52,7 +42,7 @@ def test_a_bare_host_is_told_every_package_arm64_needs(
 def test_a_ready_host_passes_every_arm64_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PATH", _path_with(tmp_path, "qemu-system-aarch64", "arch-test"))
+    monkeypatch.setenv("PATH", path_with(tmp_path, "qemu-system-aarch64", "arch-test"))
     firmware = tmp_path / "QEMU_EFI.fd"
     firmware.write_bytes(b"\0")
     binfmt = tmp_path / "binfmt"
