@@ -26,6 +26,10 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
 def test_what_is_left_of_a_group_ends_when_its_leader_is_reaped() -> None:
     # A Packer that crashes leaves its QEMU in its group: reaping Packer ends the QEMU.
     leader = processes.spawn(
@@ -51,7 +55,13 @@ def test_run_answers_like_subprocess_run() -> None:
 def test_children_carry_the_run_mark_and_claimed_folders_name_their_run(tmp_path: Path) -> None:
     child = processes.spawn(["sh", "-c", "echo up; exec sleep 30"], stdout=subprocess.PIPE)
     try:
-        assert child.stdout is not None and child.stdout.readline() == b"up\n"  # exec'd
+        assert child.stdout is not None and child.stdout.readline() == b"up\n"
+        # "up" comes before the exec: while the kernel swaps the program in, the child's
+        # environ reads empty. Read it once the child is `sleep`.
+        deadline = time.monotonic() + 15
+        while _comm(child.pid) != "sleep" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _comm(child.pid) == "sleep"
         environ = Path(f"/proc/{child.pid}/environ").read_bytes().split(b"\0")
         registry = processes.this_run().registry
         assert f"BAKERY_RUN={registry}".encode() in environ
