@@ -44,9 +44,9 @@ def test_verification_settings_differ_from_baked_defaults() -> None:
     )["telemetry"]
 
 
-def test_the_local_gate_audits_with_lynis_only_when_a_minimum_index_is_set() -> None:
-    # tests/infra/test_hardening.py skips the audit at 0, the local default.
+def test_the_local_gate_audits_with_lynis_unless_the_minimum_is_set_to_0() -> None:
+    # tests/infra/test_hardening.py skips the audit at 0.
     local = load_config("database", "local")
-    assert expectations(local, launch_settings(local))["min_hardening_index"] == 0
-    raised = load_config("database", "local", overrides=["verify.min_hardening_index=80"])
-    assert expectations(raised, launch_settings(raised))["min_hardening_index"] == 80
+    assert expectations(local, launch_settings(local))["min_hardening_index"] == 80
+    lowered = load_config("database", "local", overrides=["verify.min_hardening_index=0"])
+    assert expectations(lowered, launch_settings(lowered))["min_hardening_index"] == 0
