@@ -415,6 +415,8 @@ LOCAL_MACHINES: dict[str, LocalMachine] = {
     "arm64": LocalMachine("qemu-system-aarch64", "qemu-system-arm", "virt", "cortex-a72"),
 }
 ARM64_FIRMWARE_PACKAGE = "qemu-efi-aarch64"
+# This host's architecture in bakery's names (`uname -m` says aarch64 for arm64).
+HOST_ARCH = {"aarch64": "arm64", "amd64": "x86_64"}.get(platform.machine(), platform.machine())
 
 
 class SshSettings(Section):
@@ -639,9 +641,7 @@ class BakeryConfig(Section):
     def local_wait_factor(self) -> int:
         """1 for an image of this host's architecture; local.emulation_slowdown for one
         QEMU must emulate, whose boots take that much longer under TCG."""
-        host = platform.machine()
-        host_arch = {"aarch64": "arm64", "amd64": "x86_64"}.get(host, host)
-        return 1 if self.arch == host_arch else self.local.emulation_slowdown
+        return 1 if self.arch == HOST_ARCH else self.local.emulation_slowdown
 
     @property
     def instance_type(self) -> str:

@@ -6,7 +6,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bakery.config import ARM64_FIRMWARE_PACKAGE, REPO_ROOT, BakeryConfig
+from bakery.config import ARM64_FIRMWARE_PACKAGE, HOST_ARCH, REPO_ROOT, BakeryConfig
 from bakery.errors import BakeryError
 from bakery.packer import detect_version
 from bakery.processes import WORK_ROOT, Leftovers, find_leftovers
@@ -69,7 +69,6 @@ def check_foreign_arch(cfg: BakeryConfig, binfmt_dir: Path | None = None) -> lis
         DEBIAN_ARCH,
         FOREIGN_EXEC_PACKAGES,
         FOREIGN_HANDLERS,
-        HOST_ARCH,
     )
 
     if cfg.arch == HOST_ARCH:

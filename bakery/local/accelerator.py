@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 
 from bakery import processes
-from bakery.config import BakeryConfig
+from bakery.config import HOST_ARCH, BakeryConfig
 from bakery.durable import write_atomically
 from bakery.errors import BadInput
-from bakery.local.base_image import HOST_ARCH
 
 PROBE_TIMEOUT_S = 30
 USERSPACE_MARK = "Run /init as init process"

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bakery import processes
-from bakery.config import REPO_ROOT, BakeryConfig
+from bakery.config import HOST_ARCH, REPO_ROOT, BakeryConfig
 from bakery.durable import sync_folder, write_atomically
 from bakery.errors import BadInput, MissingTool, OperationFailed
 from bakery.local.mirror import host_debian_mirror
@@ -250,12 +249,6 @@ def _intact_sha256(image: Path, record: Path) -> str | None:
     return sha if _file_sha256(image) == sha else None
 
 
-def _host_arch() -> str:
-    machine = platform.machine()
-    return {"aarch64": "arm64", "amd64": "x86_64"}.get(machine, machine)
-
-
-HOST_ARCH = _host_arch()
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 # The qemu-user handler mmdebstrap's chroot needs for each foreign architecture, and the
 # packages that have it (the handler is registered by binfmt-support's update-binfmts).

@@ -27,23 +27,21 @@ from bakery.errors import MissingTool, OperationFailed
 from bakery.verify.launch import user_data
 from bakery.verify.suites import SshTarget
 
-# QEMU of each image architecture: the program, and the machine arguments beyond the
-# accelerator. arm64 boots on the generic `virt` board through UEFI firmware (`-bios`,
-# Debian's qemu-efi-aarch64), with the CPU model the bake uses (bakery/config.py).
-QEMU_PROGRAMS = {"x86_64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
-
 
 def qemu_machine(arch: str, accelerator: str, firmware: str | None = None) -> list[str]:
-    """The start of the QEMU command line that boots an image of `arch`."""
+    """The start of the QEMU command line that boots an image of `arch`: the program and
+    the CPU model the bake uses (bakery/config.py LOCAL_MACHINES); arm64 boots on the
+    generic `virt` board through UEFI firmware (`-bios`, Debian's qemu-efi-aarch64)."""
+    program = LOCAL_MACHINES[arch].program
     if arch == "arm64":
         if firmware is None:
             raise ValueError("an arm64 guest needs its UEFI firmware (local.arm64_firmware)")
         return [
-            QEMU_PROGRAMS[arch], "-machine", f"virt,accel={accelerator}",
+            program, "-machine", f"virt,accel={accelerator}",
             "-cpu", str(LOCAL_MACHINES[arch].cpu),
             "-bios", firmware,
         ]  # fmt: skip
-    return [QEMU_PROGRAMS[arch], "-machine", f"accel={accelerator}"]
+    return [program, "-machine", f"accel={accelerator}"]
 
 
 def seed_drive(arch: str, seed: Path) -> list[str]:

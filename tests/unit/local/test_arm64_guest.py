@@ -11,12 +11,11 @@ import pytest
 from rich.console import Console
 
 from bakery import report
-from bakery.config import BakeryConfig, load_config
+from bakery.config import HOST_ARCH, BakeryConfig, load_config
 from bakery.errors import BadInput
 from bakery.local import accelerator as accelerator_module
 from bakery.local import build
 from bakery.local.accelerator import foreign_accelerator
-from bakery.local.base_image import HOST_ARCH
 from bakery.local.vm import qemu_machine, seed_drive
 from bakery.progress import Progress
 from bakery.records import write_record

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bakery.config import REPO_ROOT, load_config
+from bakery.config import HOST_ARCH, REPO_ROOT, load_config
 from bakery.host_check import check_foreign_arch
-from bakery.local.base_image import HOST_ARCH
 from tests.unit.local.stand_in_programs import path_with
 
 pytestmark = pytest.mark.skipif(HOST_ARCH != "x86_64", reason="arm64 is foreign on x86_64 only")
