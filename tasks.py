@@ -144,8 +144,12 @@ def build(
 
 def _vulnerability_gate(configs: list[BakeryConfig], skip: bool) -> list[str]:
     """Scan each role's local record; the problems of those that fail."""
-    fetch = functools.cache(security_index)  # one fetch of the security suite per run
     problems = []
+    if not configs:
+        return problems
+    # One fetch of the security suite per run; its parsed index kept across runs.
+    cache = REPO_ROOT / configs[0].local.cache_dir / "security-index"
+    fetch = functools.cache(functools.partial(security_index, cache=cache))
     for cfg in configs:
         role = cfg.role
         record = local_record(role, cfg.arch)

@@ -238,15 +238,45 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# A stamp is written only for a file last changed longer ago than the file system's
+# timestamp granularity: a change in the same tick as the hash would keep the same stat
+# (git's "racily clean" problem).
+RACY_WINDOW_NS = 2_000_000_000
+
+
+def _stat_key(image: Path) -> list[int]:
+    """What changes whenever the file is written through the filesystem: its ctime cannot
+    be set back by any program (unlike its mtime), and a copy is a new inode."""
+    st = image.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
 def _intact_sha256(image: Path, record: Path) -> str | None:
     """The recorded sha256 when the image still has it; None for a corrupt, truncated or
-    unrecorded cache entry (a disk error, a killed copy, a power loss)."""
+    unrecorded cache entry (a disk error, a killed copy, a power loss).
+
+    The whole-file hash (most of a second for a 1 GB image, most of a no-op `invoke
+    build`) is taken again only when the file changed since it last matched, as `make`
+    and git's index judge files: the stamp beside it holds the file's stat then."""
     try:
         recorded = json.loads(record.read_text())
         sha = str(recorded["sha256"])
     except (ValueError, KeyError, TypeError, OSError):
         return None
-    return sha if _file_sha256(image) == sha else None
+    stamp = image.with_name(image.name + ".hashed")
+    try:
+        if json.loads(stamp.read_text()) == {"sha256": sha, "stat": _stat_key(image)}:
+            return sha
+    except (ValueError, OSError):
+        pass  # no stamp yet, or a damaged one: hash the file
+    if _file_sha256(image) != sha:
+        stamp.unlink(missing_ok=True)
+        return None
+    key = _stat_key(image)
+    if time.time_ns() - image.stat().st_ctime_ns > RACY_WINDOW_NS:
+        with contextlib.suppress(OSError):  # a read-only cache still works, only slower
+            write_atomically(stamp, json.dumps({"sha256": sha, "stat": key}))
+    return sha
 
 
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")

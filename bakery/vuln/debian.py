@@ -6,6 +6,7 @@ against Debian's archive keyring and the index against the sha256 InRelease list
 from __future__ import annotations
 
 import hashlib
+import json
 import lzma
 import subprocess
 import tempfile
@@ -17,12 +18,14 @@ from pathlib import Path
 from debian.deb822 import Packages
 from debian.debian_support import version_compare
 
+from bakery.durable import write_atomically
 from bakery.errors import MissingTool, OperationFailed
 from bakery.local.mirror import host_debian_mirror
 
-# What each bakery OS's security suite is called, per architecture.
+# What each bakery OS's security suite is called.
 SECURITY_SUITES = {"debian12": "bookworm-security"}
-ARCH = "amd64"
+# Debian's name of each image architecture: an arm64 image is judged by the arm64 index.
+DEBIAN_ARCHES = {"x86_64": "amd64", "arm64": "arm64"}
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 FETCH_TIMEOUT_S = 60
 
@@ -97,19 +100,45 @@ def parse_index(text: str) -> dict[str, str]:
     return newest
 
 
-def security_index(os_family: str, keyring: Path = KEYRING) -> tuple[str, dict[str, str]]:
-    """(what was read, package → version) of the OS's security suite, verified."""
+def security_index(
+    os_family: str, arch: str = "x86_64", keyring: Path = KEYRING, cache: Path | None = None
+) -> tuple[str, dict[str, str]]:
+    """(what was read, package → version) of the OS's security suite, verified.
+
+    InRelease is fetched and checked every time (a new advisory must reach the gate at
+    once). The parsed index is kept in `cache` under the sha256 InRelease lists for it:
+    content-addressed, so an unchanged suite costs no download and no parse (deb822
+    takes most of a second for it, most of a no-op `invoke build`)."""
     suite = SECURITY_SUITES.get(os_family)
     if suite is None:
         raise OperationFailed(f"the vulnerability gate knows no security suite for {os_family}")
+    debian_arch = DEBIAN_ARCHES.get(arch)
+    if debian_arch is None:
+        raise OperationFailed(f"the vulnerability gate knows no Debian architecture for {arch}")
     base = host_debian_mirror(suite).rstrip("/") + f"/dists/{suite}"
     release = verified_release(_get(f"{base}/InRelease"), keyring)
-    name = f"main/binary-{ARCH}/Packages.xz"
-    packed = _get(f"{base}/{name}")
-    if hashlib.sha256(packed).hexdigest() != listed_sha256(release, name):
-        raise OperationFailed(f"{suite} {name} does not match the sha256 in its InRelease")
+    name = f"main/binary-{debian_arch}/Packages.xz"
+    sha = listed_sha256(release, name)
     date = next((line[6:] for line in release.splitlines() if line.startswith("Date: ")), "")
-    return f"{suite} main {ARCH} ({date})", parse_index(lzma.decompress(packed).decode())
+    described = f"{suite} main {debian_arch} ({date})"
+    kept = cache / debian_arch / f"{sha}.json" if cache else None
+    if kept is not None and kept.is_file():
+        try:
+            index = json.loads(kept.read_text())
+        except (OSError, ValueError):
+            index = None  # a damaged entry is parsed again below
+        if isinstance(index, dict):
+            return described, index
+    packed = _get(f"{base}/{name}")
+    if hashlib.sha256(packed).hexdigest() != sha:
+        raise OperationFailed(f"{suite} {name} does not match the sha256 in its InRelease")
+    index = parse_index(lzma.decompress(packed).decode())
+    if kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        for older in kept.parent.glob("*.json"):  # the suite moved on: only this one is read
+            older.unlink(missing_ok=True)
+        write_atomically(kept, json.dumps(index))
+    return described, index
 
 
 def pending_updates(installed: dict[str, str], index: dict[str, str]) -> list[PendingUpdate]:

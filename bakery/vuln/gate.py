@@ -120,9 +120,9 @@ def scan(
     return report
 
 
-# Fetches (description, package → version) of the OS's security suite: the host's
-# mirror, or a test's stand-in.
-IndexFetcher = Callable[[str], tuple[str, dict[str, str]]]
+# Fetches (description, package → version) of the security suite for an OS family and
+# image architecture: the host's mirror, or a test's stand-in.
+IndexFetcher = Callable[[str, str], tuple[str, dict[str, str]]]
 
 
 def check_record(
@@ -140,7 +140,7 @@ def check_record(
     else:
         allowlist = load_allowlist(allowlist_path)  # a bad one stops before any fetch
         snapshot = load_snapshot(snapshot_path)
-        described, index = fetch_index(record.os)
+        described, index = fetch_index(record.os, record.arch)
         report = scan(record, index, snapshot, allowlist, today or dt.date.today())
         report.sources["debian"] = described
     current = read_record(record.path) or record

@@ -373,6 +373,51 @@ def test_a_truncated_cached_base_image_is_detected_by_its_hash_and_rebuilt(
     assert json.loads((folder / "base.json").read_text())["sha256"] == sha
 
 
+def _cached_base(
+    folder: Path, content: bytes, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, Path]:
+    """A cached base image written a moment ago, older than a shortened racy window."""
+    image, record = folder / "base.qcow2", folder / "base.json"
+    image.write_bytes(content)
+    record.write_text(json.dumps({"sha256": hashlib.sha256(content).hexdigest()}))
+    monkeypatch.setattr(base_image, "RACY_WINDOW_NS", 50_000_000)
+    time.sleep(0.1)
+    return image, record
+
+
+def test_an_unchanged_base_image_is_hashed_once_not_on_every_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image, record = _cached_base(tmp_path, b"a base image" * 1000, monkeypatch)
+    hashed = []
+    whole_file = base_image._file_sha256
+    monkeypatch.setattr(base_image, "_file_sha256", lambda p: hashed.append(p) or whole_file(p))
+    sha = hashlib.sha256(image.read_bytes()).hexdigest()
+    assert [base_image._intact_sha256(image, record) for _ in range(3)] == [sha] * 3
+    assert hashed == [image]
+
+
+def test_a_base_image_hashed_in_the_tick_it_was_written_is_hashed_again(tmp_path: Path) -> None:
+    image, record = tmp_path / "base.qcow2", tmp_path / "base.json"
+    image.write_bytes(b"just written")
+    record.write_text(json.dumps({"sha256": hashlib.sha256(b"just written").hexdigest()}))
+    assert base_image._intact_sha256(image, record) is not None
+    assert not (tmp_path / "base.qcow2.hashed").exists()  # racily clean: no stamp yet
+
+
+def test_a_base_image_changed_in_place_is_hashed_again_even_with_its_mtime_put_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image, record = _cached_base(tmp_path, b"a base image" * 1000, monkeypatch)
+    assert base_image._intact_sha256(image, record) is not None
+    assert (tmp_path / "base.qcow2.hashed").is_file()
+    before = image.stat()
+    with image.open("r+b") as handle:  # same size, one byte flipped, as a disk error might
+        handle.write(b"A")
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert base_image._intact_sha256(image, record) is None
+
+
 def test_a_corrupt_cached_wheelhouse_is_detected_by_its_hashes_and_downloaded_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

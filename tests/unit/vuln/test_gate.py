@@ -5,7 +5,9 @@ the reviewed allow-list; the result lands in the record."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import lzma
 import subprocess
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from image_records import local_record
 from bakery.errors import BadInput, OperationFailed
 from bakery.records import ImageRecord, read_record, write_record
 from bakery.report import vulnerability_counts
+from bakery.vuln import debian
 from bakery.vuln.advisories import SNAPSHOT, advisories_for, build_snapshot, load_snapshot
 from bakery.vuln.allowlist import load_allowlist
 from bakery.vuln.debian import listed_sha256, parse_index, verified_release
@@ -124,7 +127,7 @@ def test_a_bad_allow_list_entry_is_refused_naming_file_and_key(
 def test_the_result_lands_in_the_record(tmp_path: Path) -> None:
     record = backend_record(tmp_path, [VULNERABLE_IDNA])
     write_record(record)
-    report = check_record(record, fetch_index=lambda os: ("test index", SECURITY_INDEX),
+    report = check_record(record, fetch_index=lambda os, arch: ("test index", SECURITY_INDEX),
                           today=TODAY, allowlist_path=allowlist(tmp_path))  # fmt: skip
     saved = read_record(record.path)
     assert saved is not None and not report.passed
@@ -138,7 +141,7 @@ def test_an_unreachable_mirror_fails_and_writes_nothing(tmp_path: Path) -> None:
     record = backend_record(tmp_path, [])
     write_record(record)
 
-    def offline(os_family: str) -> tuple[str, dict[str, str]]:
+    def offline(os_family: str, arch: str) -> tuple[str, dict[str, str]]:
         raise OperationFailed("cannot fetch .../InRelease: pass --no-vuln-gate")
 
     with pytest.raises(OperationFailed, match="--no-vuln-gate"):
@@ -167,6 +170,69 @@ def test_the_index_is_read_and_its_listed_sha256_found() -> None:
     assert listed_sha256(release, "main/binary-amd64/Packages.xz") == "a" * 64
     index = "Package: libssl3\nVersion: 3.0.1-1\n\nPackage: libssl3\nVersion: 3.0.2-1\n\n"
     assert parse_index(index) == {"libssl3": "3.0.2-1"}
+
+
+class StandInMirror:
+    """The security suite as a mirror serves it, in memory; counts what is fetched."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.files: dict[str, bytes] = {}
+        self.fetched: list[str] = []
+        monkeypatch.setattr(debian, "host_debian_mirror", lambda suite: "http://mirror.test/debian")
+        monkeypatch.setattr(
+            debian, "verified_release", lambda signed, keyring=None: signed.decode()
+        )
+        monkeypatch.setattr(debian, "_get", self.get)
+
+    def get(self, url: str) -> bytes:
+        self.fetched.append(url.rsplit("/dists/bookworm-security/", 1)[1])
+        return self.files[url.rsplit("/dists/bookworm-security/", 1)[1]]
+
+    def publish(self, arch: str, index: str, date: str) -> None:
+        packed = lzma.compress(index.encode())
+        name = f"main/binary-{arch}/Packages.xz"
+        sha = hashlib.sha256(packed).hexdigest()
+        self.files[name] = packed
+        self.files["InRelease"] = f"Date: {date}\nSHA256:\n {sha} {len(packed)} {name}\n".encode()
+
+
+def test_an_arm64_image_is_judged_by_the_arm64_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    mirror = StandInMirror(monkeypatch)
+    mirror.publish("arm64", "Package: libssl3\nVersion: 3.0.9-1\n\n", "Mon, 30 Nov 2026")
+    described, index = debian.security_index("debian12", "arm64")
+    assert mirror.fetched == ["InRelease", "main/binary-arm64/Packages.xz"]
+    assert described == "bookworm-security main arm64 (Mon, 30 Nov 2026)"
+    assert index == {"libssl3": "3.0.9-1"}
+
+
+def test_an_unchanged_suite_is_read_from_the_kept_index_without_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mirror = StandInMirror(monkeypatch)
+    mirror.publish("amd64", "Package: libssl3\nVersion: 3.0.9-1\n\n", "Mon, 30 Nov 2026")
+    first = debian.security_index("debian12", "x86_64", cache=tmp_path)
+    mirror.fetched.clear()
+    assert debian.security_index("debian12", "x86_64", cache=tmp_path) == first
+    assert mirror.fetched == ["InRelease"]  # the signed release is still read every time
+
+    # A new advisory: the suite's InRelease lists a new index, which is fetched and kept.
+    mirror.publish("amd64", "Package: libssl3\nVersion: 3.0.9-2\n\n", "Tue, 1 Dec 2026")
+    mirror.fetched.clear()
+    described, index = debian.security_index("debian12", "x86_64", cache=tmp_path)
+    assert mirror.fetched == ["InRelease", "main/binary-amd64/Packages.xz"]
+    assert index == {"libssl3": "3.0.9-2"} and described.endswith("(Tue, 1 Dec 2026)")
+    assert len(list(tmp_path.rglob("*.json"))) == 1
+
+
+def test_a_kept_index_is_no_shortcut_past_a_tampered_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mirror = StandInMirror(monkeypatch)
+    mirror.publish("amd64", "Package: libssl3\nVersion: 3.0.9-1\n\n", "Mon, 30 Nov 2026")
+    mirror.files["main/binary-amd64/Packages.xz"] = lzma.compress(b"Package: x\nVersion: 1\n\n")
+    with pytest.raises(OperationFailed, match="does not match the sha256"):
+        debian.security_index("debian12", "x86_64", cache=tmp_path)
+    assert list(tmp_path.rglob("*.json")) == []
 
 
 def test_the_snapshot_is_dated_and_names_how_to_refresh_it() -> None:

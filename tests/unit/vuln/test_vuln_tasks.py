@@ -24,7 +24,9 @@ def test_invoke_vulns_rejects_a_vulnerable_record_and_records_why(
     tasks = load_tasks()
     record = write_record(backend_record(tmp_path, [VULNERABLE_IDNA]))
     monkeypatch.setattr(tasks, "local_record", lambda role, arch="x86_64": read_record(record))
-    monkeypatch.setattr(tasks, "security_index", lambda os: ("stand-in index", SECURITY_INDEX))
+    monkeypatch.setattr(
+        tasks, "security_index", lambda os, arch, cache: ("stand-in index", SECURITY_INDEX)
+    )
 
     with pytest.raises(SystemExit) as exited:
         tasks.vulns(Context(Config(lazy=True)), role=["backend"])
@@ -41,7 +43,9 @@ def test_invoke_vulns_passes_a_clean_record(
     tasks = load_tasks()
     record = write_record(backend_record(tmp_path, ["idna==3.7"]))
     monkeypatch.setattr(tasks, "local_record", lambda role, arch="x86_64": read_record(record))
-    monkeypatch.setattr(tasks, "security_index", lambda os: ("stand-in index", SECURITY_INDEX))
+    monkeypatch.setattr(
+        tasks, "security_index", lambda os, arch, cache: ("stand-in index", SECURITY_INDEX)
+    )
 
     tasks.vulns(Context(Config(lazy=True)), role=["backend"])
 
