@@ -30,7 +30,9 @@ DROP_APPLICATION_SIGNALS = (
 
 def test_gate_rejects_a_backend_without_application_signals(tmp_path: Path) -> None:
     end_stale_boots(SMOKE_WORK)
-    cfg = load_config("backend", "local")
+    # No lynis audit here: it proves nothing about this breakage, takes ~5 min under TCG,
+    # and the gate ran it on this very image in `invoke build`.
+    cfg = load_config("backend", "local", overrides=["verify.min_hardening_index=0"])
     settings = launch_settings(cfg)
     junit = tmp_path / "junit.xml"
     with booted(
