@@ -3,7 +3,8 @@ has lost `application_signals` (what the original manual guide shipped).
 
 The image is broken at launch, before the agent config is translated, by user data
 that strips the setting from the baked file; then the very suites the gate runs are
-run against it (all but the lynis audit, which this breakage does not touch). They must fail, and fail naming the cause, doctor included.
+run against it (all but the lynis audit, which this breakage does not touch). They
+must fail, and fail naming the cause, doctor included.
 """
 
 from __future__ import annotations
