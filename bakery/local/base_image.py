@@ -273,7 +273,8 @@ def _intact_sha256(image: Path, record: Path) -> str | None:
         stamp.unlink(missing_ok=True)
         return None
     key = _stat_key(image)
-    if time.time_ns() - image.stat().st_ctime_ns > RACY_WINDOW_NS:
+    changed_at_ns = key[2]
+    if time.time_ns() - changed_at_ns > RACY_WINDOW_NS:
         with contextlib.suppress(OSError):  # a read-only cache still works, only slower
             write_atomically(stamp, json.dumps({"sha256": sha, "stat": key}))
     return sha
