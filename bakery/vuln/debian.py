@@ -20,12 +20,11 @@ from debian.debian_support import version_compare
 
 from bakery.durable import write_atomically
 from bakery.errors import MissingTool, OperationFailed
+from bakery.local.base_image import DEBIAN_ARCH
 from bakery.local.mirror import host_debian_mirror
 
 # What each bakery OS's security suite is called.
 SECURITY_SUITES = {"debian12": "bookworm-security"}
-# Debian's name of each image architecture: an arm64 image is judged by the arm64 index.
-DEBIAN_ARCHES = {"x86_64": "amd64", "arm64": "arm64"}
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 FETCH_TIMEOUT_S = 60
 
@@ -112,7 +111,7 @@ def security_index(
     suite = SECURITY_SUITES.get(os_family)
     if suite is None:
         raise OperationFailed(f"the vulnerability gate knows no security suite for {os_family}")
-    debian_arch = DEBIAN_ARCHES.get(arch)
+    debian_arch = DEBIAN_ARCH.get(arch)  # an arm64 image is judged by the arm64 index
     if debian_arch is None:
         raise OperationFailed(f"the vulnerability gate knows no Debian architecture for {arch}")
     base = host_debian_mirror(suite).rstrip("/") + f"/dists/{suite}"
