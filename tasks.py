@@ -353,7 +353,9 @@ def test(c, slow=False, k=None):
             "pytest",
             "-q",
             "--durations=15",
-            *(["-m", "slow or not slow"] if slow else []),
+            # Every core (pytest-xdist; tests/unit/conftest.py keeps the AWS call
+            # recording in one worker); the slow tests boot guests, one at a time.
+            *(["-m", "slow or not slow"] if slow else ["-n", "auto"]),
         ],
     ]
     if k:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,3 +25,22 @@ def host_state_guard() -> Iterator[None]:
             + "; ".join(sorted(set(reads))),
             pytrace=False,
         )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`invoke test` runs this suite on every core (pytest-xdist, `-n auto`): tests are
+    spread one by one as with `--dist load`, except that the AWS tests whose calls are
+    recorded and the tests that read the recording share one worker, in collection
+    order (tests/unit/aws/call_recorder.py). xdist's own `--dist loadgroup` cannot do
+    this: its group marks are lost on pytest >= 9.2, whose node ids it can no longer edit."""
+    if config.getvalue("dist") != "load":
+        return None
+    from aws.call_recorder import shares_the_recording
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RecordingSharesAWorker(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return "aws-call-recording" if shares_the_recording(nodeid) else nodeid
+
+    return RecordingSharesAWorker(config, log)

@@ -212,6 +212,20 @@ def _reads_the_recording(item: pytest.Item) -> bool:
     return "recorded_calls" in getattr(item, "fixturenames", ())
 
 
+# The modules whose tests read the recording (the `recorded_calls` fixture); a reader
+# elsewhere is refused when collected (pytest_collection_finish), so this stays true.
+READER_MODULES = (IAM_TESTS, "test_interrupted_operations.py")
+
+
+def shares_the_recording(nodeid: str) -> bool:
+    """Whether the test `nodeid` must run in the process that records: `invoke test`
+    spreads the unit suite over the host's cores (pytest-xdist), and the recorded
+    modules and the readers' modules go to one worker (tests/unit/conftest.py)."""
+    path = nodeid.split("::")[0]
+    return path.startswith(_FOLDER) and Path(path).name in (*RECORDED_MODULES, *READER_MODULES)
+
+
+@pytest.hookimpl(tryfirst=True)  # before an xdist worker reports its order of tests
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Record in this session when it runs the tests that read the recording (the IAM
     tests, the failure matrix's audit) and every recorded module; those tests run last."""
@@ -219,6 +233,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     modules = {Path(item.nodeid.split("::")[0]).name for item in session.items}
     readers = [item for item in session.items if _reads_the_recording(item)]
+    stray = [item.nodeid for item in readers if not shares_the_recording(item.nodeid)]
+    if stray:
+        raise pytest.UsageError(
+            f"{stray[0]} reads the AWS call recording, but its module is not in "
+            "READER_MODULES (tests/unit/aws/call_recorder.py): add it, so that under "
+            "pytest-xdist it runs in the worker that records"
+        )
     if not readers or not modules >= set(RECORDED_MODULES):
         return
     handle, path = tempfile.mkstemp(prefix="bakery-aws-calls-", suffix=".jsonl")
