@@ -280,15 +280,22 @@ def chroot_log(tmp_path: Path) -> tuple[Path, Path]:
     return bin_dir, log
 
 
-def test_update_initramfs_is_a_no_op_while_the_packages_install(
-    tmp_path: Path, chroot_log: tuple[Path, Path]
-) -> None:
-    import subprocess
-
+@pytest.fixture
+def deferred_root(tmp_path: Path, chroot_log: tuple[Path, Path]) -> tuple[Path, Path]:
+    """A root the essential hooks ran in (before initramfs-tools); (the root, chroot's log)."""
     bin_dir, log = chroot_log
     root = tmp_path / "root"
     (root / "usr/sbin").mkdir(parents=True)
     _run_hooks(initramfs_defer_hooks(BASE_FILES), root, bin_dir)
+    return root, log
+
+
+def test_update_initramfs_is_a_no_op_while_the_packages_install(
+    deferred_root: tuple[Path, Path],
+) -> None:
+    import subprocess
+
+    root, log = deferred_root
     assert log.read_text().splitlines() == [
         f"dpkg-divert --quiet --local --rename --divert {UPDATE_INITRAMFS}.bakery-deferred "
         f"--add {UPDATE_INITRAMFS}"
@@ -302,12 +309,9 @@ def test_update_initramfs_is_a_no_op_while_the_packages_install(
 
 
 def test_the_initramfs_holds_a_listed_set_of_modules_in_place_before_the_kernel(
-    tmp_path: Path, chroot_log: tuple[Path, Path]
+    deferred_root: tuple[Path, Path],
 ) -> None:
-    bin_dir, _ = chroot_log
-    root = tmp_path / "root"
-    (root / "usr/sbin").mkdir(parents=True)
-    _run_hooks(initramfs_defer_hooks(BASE_FILES), root, bin_dir)
+    root, _ = deferred_root
     config = root / "etc/initramfs-tools"
     settings = [
         line
