@@ -327,6 +327,10 @@ def test_the_initramfs_holds_a_listed_set_of_modules_in_place_before_the_kernel(
     }
     # Both machines' root disk is virtio on PCI (vm.py, packer's disk_interface), ext4.
     assert {"virtio_pci", "virtio_blk", "ext4"} <= modules
+    # The x86_64 seed CD on the PC's IDE bus (vm.seed_drive, Packer's cd_files) must be
+    # there when cloud-init's generator looks, before udev loads the root's drivers:
+    # without these the base image booted with cloud-init off and no SSH.
+    assert {"ata_piix", "sr_mod"} <= modules
 
 
 def test_the_initramfs_is_built_once_for_every_kernel_after_everything_else(
