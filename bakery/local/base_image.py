@@ -432,6 +432,8 @@ def _bootstrap(inputs: dict[str, object], work: Path) -> Path:
         # under emulation while they are fresh (provisioners/bakery_provision/prepare.py).
         'date +%s > "$1"/var/lib/apt/lists/bakery-fetched-at',
         *_arch_hooks(arch),
+        # Last: every package and file whose hooks go into the initramfs is in place.
+        *initramfs_build_hooks(),
     ]
     command = [
         "mmdebstrap",
@@ -440,6 +442,7 @@ def _bootstrap(inputs: dict[str, object], work: Path) -> Path:
         f"--include={packages}",
         *[f"--dpkgopt={option}" for option in DPKG_PATH_EXCLUDES],
         "--skip=cleanup/apt/lists",
+        *[f"--essential-hook={hook}" for hook in initramfs_defer_hooks(base_files)],
         *[f"--customize-hook={hook}" for hook in hooks],
         str(inputs["suite"]),
         str(rootfs),
@@ -455,6 +458,46 @@ def _bootstrap(inputs: dict[str, object], work: Path) -> Path:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         raise OperationFailed(f"mmdebstrap failed (exit {result.returncode}):\n{tail}")
     return rootfs
+
+
+# The initramfs is built once, at the end, with only the modules the local machines need
+# to mount root (rootfs/base/etc/initramfs-tools/: MODULES=list and the list). Without
+# this, Debian 12's initramfs-tools built it twice while the packages installed (the
+# kernel's postinst hook runs `update-initramfs -c`, a trigger then `-u`), each with
+# MODULES=most: about 13 minutes a run for arm64 under qemu-user. update-initramfs.conf's
+# `update_initramfs=no` stops only `-u` (and is a conffile, which a file written before
+# the package would turn into a dpkg prompt), and INITRD=No only the kernel's hook; so
+# update-initramfs itself is diverted to a no-op while the packages install, the way
+# live-build does it.
+UPDATE_INITRAMFS = "/usr/sbin/update-initramfs"
+UPDATE_INITRAMFS_DIVERTED = f"{UPDATE_INITRAMFS}.bakery-deferred"
+INITRAMFS_CONFIG = "etc/initramfs-tools"
+
+
+def initramfs_defer_hooks(base_files: Path) -> list[str]:
+    """mmdebstrap essential hooks (dpkg is there, initramfs-tools is not yet): the
+    module list and MODULES=list in place before any initramfs is built (the package
+    keeps an existing /etc/initramfs-tools/modules, and conf.d/ is not a conffile), and
+    update-initramfs diverted to a no-op until initramfs_build_hooks."""
+    return [
+        f'mkdir -p "$1"/{INITRAMFS_CONFIG}',
+        f'sync-in "{base_files}/{INITRAMFS_CONFIG}" /{INITRAMFS_CONFIG}',
+        f'chroot "$1" dpkg-divert --quiet --local --rename --divert {UPDATE_INITRAMFS_DIVERTED} '
+        f"--add {UPDATE_INITRAMFS}",
+        f"printf '#!/bin/sh\\n# bakery: deferred to the end of the bootstrap\\nexit 0\\n' "
+        f'> "$1"{UPDATE_INITRAMFS}',
+        f'chmod 755 "$1"{UPDATE_INITRAMFS}',
+    ]
+
+
+def initramfs_build_hooks() -> list[str]:
+    """mmdebstrap customize hooks: update-initramfs back in its place, then the one
+    initramfs build, for every installed kernel."""
+    return [
+        f'rm -f "$1"{UPDATE_INITRAMFS}',
+        f'chroot "$1" dpkg-divert --quiet --local --rename --remove {UPDATE_INITRAMFS}',
+        'chroot "$1" update-initramfs -c -k all',
+    ]
 
 
 def _arch_hooks(arch: str) -> list[str]:

@@ -13,12 +13,16 @@ from bakery.errors import BadInput, MissingTool
 from bakery.local import base_image
 from bakery.local.base_image import (
     ARCH_PACKAGES,
+    BASE_FILES,
     BASE_PACKAGES,
     EC2_PACKAGES_LEFT_OUT,
+    UPDATE_INITRAMFS,
     _arch_hooks,
     _sources,
     base_inputs,
     base_packages,
+    initramfs_build_hooks,
+    initramfs_defer_hooks,
     partition_table,
     root_partition,
 )
@@ -244,3 +248,140 @@ def test_an_unmountable_binfmt_misc_is_one_clear_error(
     message = str(caught.value)
     assert f"mount -t binfmt_misc binfmt_misc {folder}" in message
     assert "permission denied" in message
+
+
+# --- the initramfs: a short module list, built once ------------------------------------
+
+
+def _run_hooks(hooks: list[str], root: Path, bin_dir: Path) -> None:
+    """Run mmdebstrap hooks as it runs them (`sh -c HOOK exec ROOT`; `sync-in SRC DST`
+    copies a host tree into the root), with a stand-in `chroot` that logs its command."""
+    import shutil
+    import subprocess
+
+    for hook in hooks:
+        if hook.startswith("sync-in "):
+            source, target = (word.strip('"') for word in hook.split()[1:])
+            shutil.copytree(source, root / target.lstrip("/"), dirs_exist_ok=True)
+            continue
+        env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+        subprocess.run(["sh", "-c", hook, "exec", str(root)], check=True, env=env)
+
+
+@pytest.fixture
+def chroot_log(tmp_path: Path) -> tuple[Path, Path]:
+    """A stand-in `chroot ROOT COMMAND...` that logs COMMAND; (its folder, its log)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "chroot.log"
+    chroot = bin_dir / "chroot"
+    chroot.write_text(f'#!/bin/sh\nshift\necho "$*" >> {log}\n')
+    chroot.chmod(0o755)
+    return bin_dir, log
+
+
+@pytest.fixture
+def deferred_root(tmp_path: Path, chroot_log: tuple[Path, Path]) -> tuple[Path, Path]:
+    """A root the essential hooks ran in (before initramfs-tools); (the root, chroot's log)."""
+    bin_dir, log = chroot_log
+    root = tmp_path / "root"
+    (root / "usr/sbin").mkdir(parents=True)
+    _run_hooks(initramfs_defer_hooks(BASE_FILES), root, bin_dir)
+    return root, log
+
+
+def test_update_initramfs_is_a_no_op_while_the_packages_install(
+    deferred_root: tuple[Path, Path],
+) -> None:
+    import subprocess
+
+    root, log = deferred_root
+    assert log.read_text().splitlines() == [
+        f"dpkg-divert --quiet --local --rename --divert {UPDATE_INITRAMFS}.bakery-deferred "
+        f"--add {UPDATE_INITRAMFS}"
+    ]
+    # What the kernel's postinst hook and initramfs-tools' trigger run: nothing happens.
+    stub = root / UPDATE_INITRAMFS.lstrip("/")
+    for args in (["-c", "-k", "6.1.0-28-arm64"], ["-u"]):
+        ran = subprocess.run([str(stub), *args], capture_output=True, check=False)
+        assert (ran.returncode, ran.stdout) == (0, b"")
+    assert not (root / "boot").exists()
+
+
+def test_the_initramfs_holds_a_listed_set_of_modules_in_place_before_the_kernel(
+    deferred_root: tuple[Path, Path],
+) -> None:
+    root, _ = deferred_root
+    config = root / "etc/initramfs-tools"
+    settings = [
+        line
+        for path in sorted((config / "conf.d").iterdir())
+        for line in path.read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert settings == ["MODULES=list"]
+    modules = {
+        line.strip()
+        for line in (config / "modules").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    # Both machines' root disk is virtio on PCI (vm.py, packer's disk_interface), ext4.
+    assert {"virtio_pci", "virtio_blk", "ext4"} <= modules
+    # The x86_64 seed CD on the PC's IDE bus (vm.seed_drive, Packer's cd_files) must be
+    # there when cloud-init's generator looks, before udev loads the root's drivers:
+    # without these the base image booted with cloud-init off and no SSH.
+    assert {"ata_piix", "sr_mod"} <= modules
+
+
+def test_the_initramfs_is_built_once_for_every_kernel_after_everything_else(
+    tmp_path: Path, chroot_log: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    commands: list[list[str]] = []
+
+    def run(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(base_image.processes, "run", run)
+    for arch in ("x86_64", "arm64"):
+        inputs = {"suite": "bookworm", "sources": ["deb http://m.invalid/d bookworm main"]}
+        inputs |= {"packages": list(base_packages(arch)), "arch": arch}
+        work = tmp_path / arch
+        work.mkdir()
+        base_image._bootstrap(inputs, work)
+        command = commands.pop()
+        essential = [a.split("=", 1)[1] for a in command if a.startswith("--essential-hook=")]
+        customize = [a.split("=", 1)[1] for a in command if a.startswith("--customize-hook=")]
+        assert essential == initramfs_defer_hooks(work / "base-files")
+        assert customize[-len(initramfs_build_hooks()) :] == initramfs_build_hooks()
+        builds = [hook for hook in customize if "update-initramfs -" in hook]
+        assert builds == ['chroot "$1" update-initramfs -c -k all']
+
+    bin_dir, log = chroot_log
+    root = tmp_path / "root"
+    (root / "usr/sbin").mkdir(parents=True)
+    _run_hooks(initramfs_defer_hooks(BASE_FILES), root, bin_dir)
+    _run_hooks(initramfs_build_hooks(), root, bin_dir)
+    assert not (root / UPDATE_INITRAMFS.lstrip("/")).exists()  # dpkg-divert puts it back
+    assert log.read_text().splitlines()[1:] == [
+        f"dpkg-divert --quiet --local --rename --remove {UPDATE_INITRAMFS}",
+        "update-initramfs -c -k all",
+    ]
+
+
+def test_editing_the_module_list_makes_a_new_base_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    files = tmp_path / "base"
+    shutil.copytree(BASE_FILES, files)
+    monkeypatch.setattr(base_image, "BASE_FILES", files)
+    monkeypatch.setattr(base_image, "_sources", lambda suite: [f"deb http://m.invalid {suite}"])
+    cfg = load_config("backend", "local", overrides=["arch=arm64"])
+    before = base_image._hash(base_inputs(cfg))
+    modules = files / "etc/initramfs-tools/modules"
+    modules.write_text(modules.read_text() + "nvme\n")
+    assert base_image._hash(base_inputs(cfg)) != before
