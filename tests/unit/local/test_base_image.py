@@ -334,7 +334,10 @@ def test_the_initramfs_holds_a_listed_set_of_modules_in_place_before_the_kernel(
 
 
 def test_the_initramfs_is_built_once_for_every_kernel_after_everything_else(
-    tmp_path: Path, chroot_log: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    chroot_log: tuple[Path, Path],
+    deferred_root: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import subprocess
 
@@ -359,10 +362,8 @@ def test_the_initramfs_is_built_once_for_every_kernel_after_everything_else(
         builds = [hook for hook in customize if "update-initramfs -" in hook]
         assert builds == ['chroot "$1" update-initramfs -c -k all']
 
-    bin_dir, log = chroot_log
-    root = tmp_path / "root"
-    (root / "usr/sbin").mkdir(parents=True)
-    _run_hooks(initramfs_defer_hooks(BASE_FILES), root, bin_dir)
+    bin_dir, _ = chroot_log
+    root, log = deferred_root
     _run_hooks(initramfs_build_hooks(), root, bin_dir)
     assert not (root / UPDATE_INITRAMFS.lstrip("/")).exists()  # dpkg-divert puts it back
     assert log.read_text().splitlines()[1:] == [
