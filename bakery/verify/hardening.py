@@ -202,6 +202,50 @@ LYNIS_SPEEDUPS: tuple[tuple[str, str, str], ...] = (
         "            FIELDS=${J#*,}; PACKAGE_NAME=${FIELDS%%,*}\n"
         "            FIELDS=${FIELDS#*,}; PACKAGE_VERSION=${FIELDS%%,*}\n",
     ),
+    # KRNL-6000: each of the ~80 sysctl pairs of default.prf (`config-data=sysctl;KEY;
+    # VALUE|VALUE;POINTS;DESCRIPTION-space-WORDS;...`) split by the shell, not by ~25
+    # forks of awk, tr, grep and sed; only the `sysctl -n` of each key is left.
+    (
+        "include/tests_kernel_hardening",
+        '            FIND=$(${GREPBINARY} "^config-data=sysctl;" ${DEFAULT_PROFILE} | '
+        "${SEDBINARY} 's/ /-space-/g')\n"
+        "            for LINE in ${FIND}; do\n"
+        "                SYSCTLKEY=$(echo ${LINE} | ${AWKBINARY} -F\\; '{ print $2 }')\n"
+        '                HAS_KEY=$(echo ${DATA_TO_SCAN} | ${GREPBINARY} ";${SYSCTLKEY};")\n'
+        '                if [ $? -gt 0 ]; then DATA_TO_SCAN="${DATA_TO_SCAN} ${LINE}"; fi\n',
+        '            FIND=$(${GREPBINARY} "^config-data=sysctl;" ${DEFAULT_PROFILE} | '
+        "${SEDBINARY} 's/ /-space-/g')\n"
+        "            for LINE in ${FIND}; do\n"
+        "                SYSCTLKEY=${LINE#*;}; SYSCTLKEY=${SYSCTLKEY%%;*}\n"
+        '                case " ${DATA_TO_SCAN} " in *";${SYSCTLKEY};"*) ;; '
+        '*) DATA_TO_SCAN="${DATA_TO_SCAN} ${LINE}";; esac\n',
+    ),
+    (
+        "include/tests_kernel_hardening",
+        "            tFINDkey=$(echo ${line} | ${AWKBINARY} -F\\; '{ print $2 }')\n",
+        "            tFINDkey=${line#*;}; tFINDkey=${tFINDkey%%;*}\n",
+    ),
+    (
+        "include/tests_kernel_hardening",
+        "                tFINDexpvalue=$(echo ${line} | ${AWKBINARY} -F\\; '{ print $3 }' | "
+        "${TRBINARY} '|' ' ')\n"
+        "                tFINDhp=$(echo ${line} | ${AWKBINARY} -F\\; '{ print $4 }' | "
+        '${GREPBINARY} "[0-9]")\n'
+        "                tFINDdesc=$(echo ${line} | ${AWKBINARY} -F\\; '{ print $5 }' | "
+        "${SEDBINARY} 's/-space-/ /g')\n",
+        "                KRNL_FIELDS=${line#*;}; KRNL_FIELDS=${KRNL_FIELDS#*;}\n"
+        '                KRNL_REST=${KRNL_FIELDS%%;*}; tFINDexpvalue=""\n'
+        '                while :; do tFINDexpvalue="${tFINDexpvalue}${KRNL_REST%%"|"*}"; '
+        'case ${KRNL_REST} in *"|"*) tFINDexpvalue="${tFINDexpvalue} "; '
+        'KRNL_REST=${KRNL_REST#*"|"};; *) break;; esac; done\n'
+        "                KRNL_FIELDS=${KRNL_FIELDS#*;}; tFINDhp=${KRNL_FIELDS%%;*}\n"
+        '                case ${tFINDhp} in *[0-9]*) ;; *) tFINDhp="";; esac\n'
+        "                KRNL_FIELDS=${KRNL_FIELDS#*;}; KRNL_REST=${KRNL_FIELDS%%;*}; "
+        'tFINDdesc=""\n'
+        "                while :; do case ${KRNL_REST} in *-space-*) "
+        'tFINDdesc="${tFINDdesc}${KRNL_REST%%-space-*} "; KRNL_REST=${KRNL_REST#*-space-};; '
+        '*) tFINDdesc="${tFINDdesc}${KRNL_REST}"; break;; esac; done\n',
+    ),
 )
 # What the gate's lynis reads as custom.prf beside default.prf (one reason per line).
 LYNIS_GATE_PROFILE = (

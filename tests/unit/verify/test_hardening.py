@@ -222,6 +222,62 @@ def test_gates_lynis_splits_ipv6_parameters_the_same_without_awk() -> None:
     )
 
 
+# KRNL-6000 in lynis 3.0.8, trimmed to the lines the gate edits and what they feed: the
+# default profile's sysctl pairs are read (a key seen already is not read twice), then
+# each pair is split into key, accepted values, points and description.
+LYNIS_308_SYSCTL_PAIRS = """\
+            FIND=$(${GREPBINARY} "^config-data=sysctl;" ${DEFAULT_PROFILE} | ${SEDBINARY} 's/ /-space-/g')
+            for LINE in ${FIND}; do
+                SYSCTLKEY=$(echo ${LINE} | ${AWKBINARY} -F\\; '{ print $2 }')
+                HAS_KEY=$(echo ${DATA_TO_SCAN} | ${GREPBINARY} ";${SYSCTLKEY};")
+                if [ $? -gt 0 ]; then DATA_TO_SCAN="${DATA_TO_SCAN} ${LINE}"; fi
+            done
+        for line in ${DATA_TO_SCAN}; do
+            tFINDkey=$(echo ${line} | ${AWKBINARY} -F\\; '{ print $2 }')
+                tFINDexpvalue=$(echo ${line} | ${AWKBINARY} -F\\; '{ print $3 }' | ${TRBINARY} '|' ' ')
+                tFINDhp=$(echo ${line} | ${AWKBINARY} -F\\; '{ print $4 }' | ${GREPBINARY} "[0-9]")
+                tFINDdesc=$(echo ${line} | ${AWKBINARY} -F\\; '{ print $5 }' | ${SEDBINARY} 's/-space-/ /g')
+                echo "${tFINDkey}|${tFINDexpvalue}|${tFINDhp}|${tFINDdesc}"
+        done
+"""  # noqa: E501 (lynis's own lines, verbatim)
+# Lines as default.prf has them: one accepted value or several, points or none.
+SYSCTL_PROFILE = """\
+config-data=sysctl;fs.suid_dumpable;0;1;Restrict core dumps;sysctl -a;url:https;category:security;
+config-data=sysctl;kernel.kptr_restrict;1|2;1;Restrict pointer access;-;category:security;
+config-data=sysctl;kernel.yama.ptrace_scope;1|2|3;;No points here;-;category:security;
+config-data=sysctl;fs.suid_dumpable;1;1;A second line for a key already read;-;
+config-data=sysctl;net.ipv4.tcp_syncookies;1;x;Use SYN cookies;-;category:network;
+"""
+
+
+def test_gates_lynis_splits_sysctl_pairs_the_same_without_awk_tr_grep_and_sed(
+    tmp_path: Path,
+) -> None:
+    profile = tmp_path / "default.prf"
+    profile.write_text(SYSCTL_PROFILE)
+    edited = speed_up_lynis("include/tests_kernel_hardening", LYNIS_308_SYSCTL_PAIRS)
+    assert "AWKBINARY" not in edited and "TRBINARY" not in edited
+    settings = (
+        f"set -u\nAWKBINARY=awk GREPBINARY=grep SEDBINARY=sed TRBINARY=tr "
+        f"DEFAULT_PROFILE={profile} DATA_TO_SCAN=''\n"
+    )
+    outputs = [
+        subprocess.run(["sh", "-c", settings + text], capture_output=True, text=True)
+        for text in (LYNIS_308_SYSCTL_PAIRS, edited)
+    ]
+    assert outputs[1].stderr == ""
+    assert (
+        outputs[0].stdout
+        == outputs[1].stdout
+        == (
+            "fs.suid_dumpable|0|1|Restrict core dumps\n"
+            "kernel.kptr_restrict|1 2|1|Restrict pointer access\n"
+            "kernel.yama.ptrace_scope|1 2 3||No points here\n"
+            "net.ipv4.tcp_syncookies|1||Use SYN cookies\n"
+        )
+    )
+
+
 def test_gates_lynis_speed_ups_refuse_another_lynis_version() -> None:
     with pytest.raises(LynisCopyError, match="LYNIS_SPEEDUPS"):
         speed_up_lynis("plugins/plugin_debian_phase1", "N=$(( N + 1 ))\n")
