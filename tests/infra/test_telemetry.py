@@ -18,6 +18,7 @@ from guest import (
     boot_time,
     copy_folder,
     http_get,
+    listens,
     main_pid,
     poll,
     process_environment,
@@ -44,6 +45,16 @@ NO_TRACE = "0" * 32
 # Spans leave the app every few seconds; metrics every OTEL_METRIC_EXPORT_INTERVAL
 # (the gate launches with 5000 ms; the default is a minute).
 ARRIVAL_TIMEOUT_S = 90
+# The agent's OTLP/HTTP receiver, where the app sends spans and metrics. Its absence is
+# looked for once (RECEIVER_TIMEOUT_S, for an agent still starting after
+# test_start_order.py), so an agent that cannot receive fails each check at once, not
+# after ARRIVAL_TIMEOUT_S of waiting for what can never arrive.
+OTLP_HTTP_PORT = 4316
+RECEIVER_TIMEOUT_S = 20
+NO_RECEIVER = (
+    f"nothing listens on the agent's OTLP port {OTLP_HTTP_PORT}, so no telemetry can "
+    "arrive: is Application Signals on in the agent config (test_agent.py)?"
+)
 REQUESTS = ("/", "/health", "/users") * 4  # /users answers 503 without a database: a span too
 # The operation whose telemetry is looked for: one of the requests above.
 OPERATION = "GET /health"
@@ -78,6 +89,12 @@ def traffic(host: Any, expect: dict[str, Any]) -> list[int]:
 def double_only(expect: dict[str, Any]) -> None:
     if expect["agent_package"] != "test-double":
         pytest.skip("the real agent forwards to AWS and keeps nothing to inspect here")
+
+
+@pytest.fixture(scope="module")
+def receiver_listens(host: Any) -> bool:
+    """Whether the agent listens for the app's telemetry (asked once per module)."""
+    return bool(poll(lambda: listens(host, OTLP_HTTP_PORT), RECEIVER_TIMEOUT_S, 2))
 
 
 def received(host: Any, signal: str, local: Path) -> list[Any]:
@@ -125,8 +142,9 @@ def test_the_app_answered(traffic: list[int]) -> None:
 
 @pytest.mark.usefixtures("double_only", "traffic")
 def test_spans_carry_the_launch_time_service_and_environment(
-    host: Any, expect: dict[str, Any], tmp_path: Path
+    host: Any, expect: dict[str, Any], tmp_path: Path, receiver_listens: bool
 ) -> None:
+    assert receiver_listens, NO_RECEIVER
     spans = poll(
         lambda: server_spans(received(host, "traces", tmp_path), OPERATION), ARRIVAL_TIMEOUT_S
     )
@@ -141,8 +159,9 @@ def test_spans_carry_the_launch_time_service_and_environment(
 
 @pytest.mark.usefixtures("double_only", "traffic")
 def test_application_signals_metrics_are_exported(
-    host: Any, expect: dict[str, Any], tmp_path: Path
+    host: Any, expect: dict[str, Any], tmp_path: Path, receiver_listens: bool
 ) -> None:
+    assert receiver_listens, NO_RECEIVER
     metrics = poll(
         lambda: red_metrics(received(host, "metrics", tmp_path), OPERATION), ARRIVAL_TIMEOUT_S
     )
@@ -168,7 +187,9 @@ def scope_metrics(requests: list[Any], scope_name: str) -> dict[str, set[str]]:
 
 
 @pytest.mark.usefixtures("double_only", "traffic")
-def test_runtime_metrics_are_exported(host: Any, expect: dict[str, Any], tmp_path: Path) -> None:
+def test_runtime_metrics_are_exported(
+    host: Any, expect: dict[str, Any], tmp_path: Path, receiver_listens: bool
+) -> None:
     environment = process_environment(host, main_pid(host, APP_UNIT))
     if environment.get("OTEL_AWS_APPLICATION_SIGNALS_RUNTIME_ENABLED", "true") != "true":
         pytest.skip("runtime metrics are off (otel.runtime_metrics: false)")
@@ -177,6 +198,7 @@ def test_runtime_metrics_are_exported(host: Any, expect: dict[str, Any], tmp_pat
         found = scope_metrics(received(host, "metrics", tmp_path), RUNTIME_SCOPE)
         return found if set(found) >= RUNTIME_METRICS else {}
 
+    assert receiver_listens, NO_RECEIVER
     metrics = poll(runtime, ARRIVAL_TIMEOUT_S)
     assert metrics, (
         f"the runtime metrics {sorted(RUNTIME_METRICS)} did not reach the agent within "
@@ -227,11 +249,12 @@ def resource_pids(requests: list[Any], kind: str) -> set[int]:
 
 @pytest.mark.usefixtures("double_only", "traffic")
 def test_spans_and_metrics_come_from_every_worker(
-    host: Any, expect: dict[str, Any], tmp_path: Path
+    host: Any, expect: dict[str, Any], tmp_path: Path, receiver_listens: bool
 ) -> None:
     workers = int(expect.get("app_workers", 1))
     if workers == 1:
         pytest.skip("app.workers is 1: one process sends everything")
+    assert receiver_listens, NO_RECEIVER
     pids = worker_pids(host)
     assert len(pids) == workers, pids
     url = f"http://127.0.0.1:{expect['app_port']}/health"
@@ -269,9 +292,12 @@ def test_request_log_lines_carry_a_trace_id(host: Any) -> None:
 
 
 @pytest.mark.usefixtures("double_only", "traffic")
-def test_the_trace_of_a_request_is_found_in_the_app_log(host: Any, tmp_path: Path) -> None:
+def test_the_trace_of_a_request_is_found_in_the_app_log(
+    host: Any, tmp_path: Path, receiver_listens: bool
+) -> None:
     # The trace ids the agent received for the operation's server spans (sampled
     # requests only: the X-Ray sampler drops some) are the ones on the app's lines.
+    assert receiver_listens, NO_RECEIVER
     spans = poll(
         lambda: server_spans(received(host, "traces", tmp_path), OPERATION), ARRIVAL_TIMEOUT_S
     )
