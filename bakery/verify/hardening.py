@@ -173,6 +173,30 @@ LYNIS_SPEEDUPS: tuple[tuple[str, str, str], ...] = (
         '            CDATE=$(date "+%Y-%m-%d %H:%M:%S")\n            echo "${CDATE} ===="',
         '            echo "${CDATE:-} ===="',
     ),
+    # Register, run for each of the ~470 tests (skipped ones too): its timestamp on Linux
+    # by one `date` (not a subshell running GetTimestamp's own subshell), the old-style
+    # skip-always list searched by the shell, and the test id upper-cased only when it
+    # holds a lower-case letter (lynis's ids do not): ~6 forks fewer per test.
+    (
+        "include/functions",
+        "        CURRENT_TS=$(GetTimestamp)\n",
+        '        case ${OS} in Linux) CURRENT_TS=$(date "+%s%N");; '
+        "*) CURRENT_TS=$(GetTimestamp);; esac\n",
+    ),
+    (
+        "include/functions",
+        '            FIND=$(echo "${TEST_SKIP_ALWAYS}" | grep "${TEST_NO}" | '
+        "tr '[:lower:]' '[:upper:]')\n",
+        '            case "${TEST_SKIP_ALWAYS}" in *"${TEST_NO}"*) FIND=$(echo '
+        "\"${TEST_SKIP_ALWAYS}\" | grep \"${TEST_NO}\" | tr '[:lower:]' '[:upper:]');; "
+        '*) FIND="";; esac\n',
+    ),
+    (
+        "include/functions",
+        "            VALUE=$(echo ${TEST_NO} | tr '[:lower:]' '[:upper:]')\n",
+        "            case ${TEST_NO} in *[a-z]*) VALUE=$(echo ${TEST_NO} | "
+        "tr '[:lower:]' '[:upper:]');; *) VALUE=${TEST_NO};; esac\n",
+    ),
     ("plugins/plugin_debian_phase1", "N=`expr ${N} + 1`", "N=$((N + 1))"),
     # Reading the profiles (~120 settings): the option name and the old-style test by the
     # shell, not `echo | cut` and `echo | grep` per setting.

@@ -117,8 +117,20 @@ def test_junit_without_an_audit_has_no_hardening(tmp_path: Path) -> None:
     assert hardening_index(record) == "-"
 
 
+# Register in lynis 3.0.8, trimmed to the three lines the gate edits, with `date` as a
+# stand-in that names its format.
+LYNIS_308_REGISTER = """\
+GetTimestamp() { ts=0; case "${OS}" in "Linux") ts=$(date "+%s%N") ;; *) ts=$(date "+%s") ;; esac; echo $ts; }
+Register() {
+        CURRENT_TS=$(GetTimestamp)
+            FIND=$(echo "${TEST_SKIP_ALWAYS}" | grep "${TEST_NO}" | tr '[:lower:]' '[:upper:]')
+            VALUE=$(echo ${TEST_NO} | tr '[:lower:]' '[:upper:]')
+    echo "${CURRENT_TS}|${FIND}|${VALUE}"
+}
+"""  # noqa: E501 (lynis's own lines, verbatim)
+
 # lynis 3.0.8's text around the gate's speed-ups, trimmed (Debian's package): the
-# functions' log writers and the Debian plugin's binary count.
+# functions' log writers and Register, and the Debian plugin's binary count.
 LYNIS_308_FUNCTIONS = (
     (
         "    LogText() {\n"
@@ -135,6 +147,7 @@ LYNIS_308_FUNCTIONS = (
         fi
     }
 """
+    + LYNIS_308_REGISTER
 )
 LYNIS_308_DEBIAN_COUNT = "N=0\nfor I in a b c; do\n    N=`expr ${N} + 1`\ndone\necho ${N}\n"
 
@@ -220,6 +233,27 @@ def test_gates_lynis_splits_ipv6_parameters_the_same_without_awk() -> None:
         == outputs[1].stdout
         == ("net.ipv6.conf.all.mtu 1280\nnet.ipv6.bindv6only 0\nodd a\n")
     )
+
+
+def test_gates_lynis_registers_each_test_the_same_with_fewer_forks() -> None:
+    edited = speed_up_lynis("include/functions", LYNIS_308_FUNCTIONS)
+    assert "$(GetTimestamp)" in edited  # kept for other systems than Linux
+    calls = (
+        'date() { echo "date$1"; }\n'
+        "for OS in Linux AIX; do for TEST_SKIP_ALWAYS in '' 'krnl-6000 ssh-7408'; do\n"
+        "for TEST_NO in SSH-7408 ssh-7408 BOOT-5122; do Register; done; done; done\n"
+    )
+    outputs = [
+        subprocess.run(["sh", "-c", f"set -u\n{text}{calls}"], capture_output=True, text=True)
+        for text in (LYNIS_308_FUNCTIONS, edited)
+    ]
+    assert outputs[1].stderr == ""
+    assert outputs[0].stdout == outputs[1].stdout
+    assert outputs[0].stdout.splitlines()[:6] == [
+        "date+%s%N||SSH-7408", "date+%s%N||SSH-7408", "date+%s%N||BOOT-5122",
+        "date+%s%N||SSH-7408", "date+%s%N|KRNL-6000 SSH-7408|SSH-7408",
+        "date+%s%N||BOOT-5122",
+    ]  # fmt: skip
 
 
 # KRNL-6000 in lynis 3.0.8, trimmed to the lines the gate edits and what they feed: the
