@@ -197,6 +197,15 @@ LYNIS_SPEEDUPS: tuple[tuple[str, str, str], ...] = (
         "            case ${TEST_NO} in *[a-z]*) VALUE=$(echo ${TEST_NO} | "
         "tr '[:lower:]' '[:upper:]');; *) VALUE=${TEST_NO};; esac\n",
     ),
+    # Display, for each of the ~600 result lines on the screen: the line's length (only
+    # the padding before its `[ RESULT ]` depends on it) by the shell, not `wc -m`; the
+    # same for ASCII text, one more than the characters as `echo | wc -m` counts.
+    (
+        "include/functions",
+        '                LINESIZE=$(export LC_ALL= ; export LANG="${DISPLAY_LANG}";'
+        "echo \"${TEXT}\" | wc -m | tr -d ' ')\n",
+        "                LINESIZE=$((${#TEXT} + 1))\n",
+    ),
     ("plugins/plugin_debian_phase1", "N=`expr ${N} + 1`", "N=$((N + 1))"),
     # Reading the profiles (~120 settings): the option name and the old-style test by the
     # shell, not `echo | cut` and `echo | grep` per setting.

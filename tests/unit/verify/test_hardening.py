@@ -128,6 +128,12 @@ Register() {
     echo "${CURRENT_TS}|${FIND}|${VALUE}"
 }
 """  # noqa: E501 (lynis's own lines, verbatim)
+LYNIS_308_DISPLAY = """\
+Width() {
+                LINESIZE=$(export LC_ALL= ; export LANG="${DISPLAY_LANG}";echo "${TEXT}" | wc -m | tr -d ' ')
+    echo "${LINESIZE}"
+}
+"""  # noqa: E501 (lynis's own lines, verbatim)
 
 # lynis 3.0.8's text around the gate's speed-ups, trimmed (Debian's package): the
 # functions' log writers and Register, and the Debian plugin's binary count.
@@ -148,6 +154,7 @@ LYNIS_308_FUNCTIONS = (
     }
 """
     + LYNIS_308_REGISTER
+    + LYNIS_308_DISPLAY
 )
 LYNIS_308_DEBIAN_COUNT = "N=0\nfor I in a b c; do\n    N=`expr ${N} + 1`\ndone\necho ${N}\n"
 
@@ -254,6 +261,21 @@ def test_gates_lynis_registers_each_test_the_same_with_fewer_forks() -> None:
         "date+%s%N||SSH-7408", "date+%s%N|KRNL-6000 SSH-7408|SSH-7408",
         "date+%s%N||BOOT-5122",
     ]  # fmt: skip
+
+
+def test_gates_lynis_pads_screen_lines_the_same_without_wc() -> None:
+    edited = speed_up_lynis("include/functions", LYNIS_308_FUNCTIONS)
+    assert "wc -m" not in edited
+    calls = (
+        "DISPLAY_LANG=C.UTF-8\n"
+        "for TEXT in '- Checking PAM modules' 'x' '- Comparing sysctl key pairs'; do "
+        "Width; done\n"
+    )
+    outputs = [
+        subprocess.run(["sh", "-c", f"set -u\n{text}{calls}"], capture_output=True, text=True)
+        for text in (LYNIS_308_FUNCTIONS, edited)
+    ]
+    assert outputs[0].stdout == outputs[1].stdout == "23\n2\n29\n"
 
 
 # KRNL-6000 in lynis 3.0.8, trimmed to the lines the gate edits and what they feed: the
