@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bakery import processes
-from bakery.config import HOST_ARCH, REPO_ROOT, BakeryConfig
+from bakery.config import HOST_ARCH, LOCAL_MACHINES, REPO_ROOT, BakeryConfig
 from bakery.durable import sync_folder, write_atomically
 from bakery.errors import BadInput, MissingTool, OperationFailed
 from bakery.local.mirror import host_debian_mirror
@@ -98,13 +98,15 @@ ARCH_PACKAGES: dict[str, tuple[str, ...]] = {
 # Debian's name of each architecture (mmdebstrap --architectures, dpkg).
 DEBIAN_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
 # How the base image's bootstrap boot runs per architecture: QEMU's program and package,
-# its machine arguments, the serial console's name, and the root partition.
+# its machine arguments, the serial console's name, and the root partition. arm64 boots
+# on the CPU model of every other local arm64 guest (config.LOCAL_MACHINES: `max`
+# emulates pointer authentication on every call, about 5 times slower under TCG).
 BOOTSTRAP_QEMU = {
     "x86_64": ("qemu-system-x86_64", "qemu-system-x86", ("-machine", "accel=tcg")),
     "arm64": (
         "qemu-system-aarch64",
         "qemu-system-arm",
-        ("-machine", "virt,accel=tcg", "-cpu", "max"),
+        ("-machine", "virt,accel=tcg", "-cpu", str(LOCAL_MACHINES["arm64"].cpu)),
     ),
 }
 SERIAL_CONSOLE = {"x86_64": "ttyS0", "arm64": "ttyAMA0"}

@@ -14,7 +14,7 @@ from bakery import report
 from bakery.config import HOST_ARCH, BakeryConfig, load_config
 from bakery.errors import BadInput
 from bakery.local import accelerator as accelerator_module
-from bakery.local import build
+from bakery.local import base_image, build
 from bakery.local.accelerator import foreign_accelerator
 from bakery.local.vm import qemu_machine, seed_drive
 from bakery.progress import Progress
@@ -60,6 +60,33 @@ def test_arm64_boots_on_the_virt_board_through_uefi_firmware() -> None:
     assert machine[machine.index("-bios") + 1] == FIRMWARE
     with pytest.raises(ValueError, match="arm64_firmware"):
         qemu_machine("arm64", "tcg")
+
+
+def test_the_arm64_bootstrap_boot_runs_on_the_same_cpu_model_as_every_arm64_guest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GRUB's install boot of the arm64 base image: not `max` (pointer authentication
+    emulated on every call) but the CPU model the bakes and verification boots use."""
+    commands: list[list[str]] = []
+
+    class BootstrapBoot:
+        returncode = 0
+
+        def communicate(self, timeout: float) -> tuple[bytes, bytes]:
+            (tmp_path / "bootstrap-console.log").write_text("bakery: bootloader installed\n")
+            return b"", b""
+
+    def spawn(command: list[str], **_: object) -> BootstrapBoot:
+        commands.append(command)
+        return BootstrapBoot()
+
+    monkeypatch.setattr(base_image.processes, "spawn", spawn)
+    base_image._install_bootloader(tmp_path, tmp_path / "disk.raw", tmp_path, "arm64")
+    [command] = commands
+    assert command[0] == "qemu-system-aarch64"
+    guest = qemu_machine("arm64", "tcg", FIRMWARE)
+    cpu = command[command.index("-cpu") + 1]
+    assert cpu == guest[guest.index("-cpu") + 1] == "cortex-a72"
 
 
 def test_x86_64_boot_command_is_unchanged() -> None:
