@@ -421,11 +421,13 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
             "test_arm64_build_runs_graviton_from_the_arm64_source_and_records_arm64"
         ),
     ),
-    # The local arm64 bake and verify (issue #16): not a .ci/run stage yet (docs/ci.md:
-    # its cold base image would push CI past 90 min); run once by hand through
-    # `bench/run.py --rows arm64` (bench/results/arm64-backend.json). Here: its guest.
-    "invoke build --role backend --set arch=arm64": (Test("tests/unit/local/test_arm64_guest.py"),),
+    # The local arm64 bake and verify (issue #16): .ci/run's last stage, and its guest here.
+    "invoke build --role backend --set arch=arm64": (
+        CiRun("./scripts/run invoke build --role backend --set arch=arm64"),
+        Test("tests/unit/local/test_arm64_guest.py"),
+    ),
     "./scripts/run invoke build --role backend --set arch=arm64": (
+        CiRun(),
         Test("tests/unit/local/test_arm64_guest.py"),
     ),
     # The local gate without its lynis audit (docs/hardening.md): the --set reaches the
@@ -437,6 +439,7 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
         ),
     ),
     "./scripts/run invoke images --role backend": (
+        CiRun(),
         Test(
             "tests/unit/local/test_arm64_guest.py::"
             "test_invoke_images_lists_both_arches_of_a_role_side_by_side"
