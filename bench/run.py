@@ -66,8 +66,8 @@ ROWS = (
     Row("smoke", "`invoke smoke`, all tests", 240),
     Row("change", "one role changed → only it rebuilt, bake", 90),
     Row("ci", "cold `.ci/run` (fresh clone, this machine)", 900),
-    # Issue #16: arm64 under TCG on this x86_64 host. Its goal is what CI can spare: the
-    # 90-minute ceiling minus the ~36 minutes .ci/run took before arm64.
+    # Issue #16: arm64 under TCG on this x86_64 host, .ci/run's last stage. Its ceiling is
+    # what CI can spare: 90 minutes minus the ~36 the x86_64 stages took at most.
     Row("arm64", "arm64 backend: `invoke build --role backend --set arch=arm64` (TCG)", 3240),
 )
 CHEAP = ("validate", "validate_cached", "validate_step_edit", "noop")

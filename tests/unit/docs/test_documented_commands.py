@@ -438,6 +438,7 @@ EVIDENCE: dict[str, tuple[Evidence, ...]] = {
             "test_the_local_gate_audits_with_lynis_unless_the_minimum_is_set_to_0"
         ),
     ),
+    "invoke images --role backend": (CiRun("./scripts/run invoke images --role backend"),),
     "./scripts/run invoke images --role backend": (
         CiRun(),
         Test(
