@@ -25,6 +25,7 @@ from bakery.config import HOST_ARCH, LOCAL_MACHINES, REPO_ROOT, BakeryConfig
 from bakery.durable import sync_folder, write_atomically
 from bakery.errors import BadInput, MissingTool, OperationFailed
 from bakery.local.mirror import host_debian_mirror
+from bakery.local.vm import machine_arguments
 from bakery.onimage import BASE, programs_for, stage_programs
 from bakery.progress import Progress
 
@@ -97,18 +98,10 @@ ARCH_PACKAGES: dict[str, tuple[str, ...]] = {
 }
 # Debian's name of each architecture (mmdebstrap --architectures, dpkg).
 DEBIAN_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
-# How the base image's bootstrap boot runs per architecture: QEMU's program and package,
-# its machine arguments, the serial console's name, and the root partition. arm64 boots
-# on the CPU model of every other local arm64 guest (config.LOCAL_MACHINES: `max`
-# emulates pointer authentication on every call, about 5 times slower under TCG).
-BOOTSTRAP_QEMU = {
-    "x86_64": ("qemu-system-x86_64", "qemu-system-x86", ("-machine", "accel=tcg")),
-    "arm64": (
-        "qemu-system-aarch64",
-        "qemu-system-arm",
-        ("-machine", "virt,accel=tcg", "-cpu", str(LOCAL_MACHINES["arm64"].cpu)),
-    ),
-}
+# How the base image's bootstrap boot shows its console, per architecture. It boots on
+# the same program, board and CPU model as every other local guest of the arch
+# (vm.machine_arguments: on arm64 not `max`, whose emulated pointer authentication
+# makes the kernel about 5 times slower under TCG).
 SERIAL_CONSOLE = {"x86_64": "ttyS0", "arm64": "ttyAMA0"}
 # arm64: partition 1 is the EFI system partition, so the root partition is the last one
 # (cloud-initramfs-growroot grows only that one) and GRUB sits at the removable-media path
@@ -349,7 +342,7 @@ def ensure_base_image(cfg: BakeryConfig, cache_dir: Path, progress: Progress) ->
             return BaseImage(image, recorded_sha, key)
         progress.say("base", f"the cached base image in {folder} fails its sha256: rebuilding it")
     arch = cfg.arch
-    qemu, qemu_package, _ = BOOTSTRAP_QEMU[arch]
+    qemu, qemu_package = LOCAL_MACHINES[arch].program, LOCAL_MACHINES[arch].package
     for tool, package in [
         ("mmdebstrap", "mmdebstrap"),
         ("mke2fs", "e2fsprogs"),
@@ -581,11 +574,10 @@ def _make_disk(rootfs: Path, work: Path, size_gb: int, arch: str = "x86_64") -> 
 
 def _install_bootloader(rootfs: Path, disk: Path, work: Path, arch: str = "x86_64") -> None:
     console_log = work / "bootstrap-console.log"
-    qemu, _, machine_args = BOOTSTRAP_QEMU[arch]
     root = f"/dev/vda{root_partition(arch)}"
     command = [
-        qemu,
-        *machine_args,
+        LOCAL_MACHINES[arch].program,
+        *machine_arguments(arch, "tcg"),
         "-m",
         "1024",
         "-nodefaults",

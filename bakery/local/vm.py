@@ -28,20 +28,29 @@ from bakery.verify.launch import user_data
 from bakery.verify.suites import SshTarget
 
 
+def machine_arguments(arch: str, accelerator: str) -> list[str]:
+    """QEMU's board and CPU model for `arch` (bakery/config.py LOCAL_MACHINES): the `virt`
+    board on its CPU model for arm64, the PC's defaults for x86_64. Every local boot of
+    an arch uses these: the base image's bootstrap boot, the bakes, the gate's boots."""
+    if arch == "arm64":
+        machine = LOCAL_MACHINES[arch]
+        return [
+            "-machine", f"{machine.machine},accel={accelerator}",
+            "-cpu", str(machine.cpu),
+        ]  # fmt: skip
+    return ["-machine", f"accel={accelerator}"]
+
+
 def qemu_machine(arch: str, accelerator: str, firmware: str | None = None) -> list[str]:
     """The start of the QEMU command line that boots an image of `arch`: the program and
-    the CPU model the bake uses (bakery/config.py LOCAL_MACHINES); arm64 boots on the
-    generic `virt` board through UEFI firmware (`-bios`, Debian's qemu-efi-aarch64)."""
+    machine_arguments; arm64 boots through UEFI firmware (`-bios`, Debian's
+    qemu-efi-aarch64)."""
     program = LOCAL_MACHINES[arch].program
     if arch == "arm64":
         if firmware is None:
             raise ValueError("an arm64 guest needs its UEFI firmware (local.arm64_firmware)")
-        return [
-            program, "-machine", f"virt,accel={accelerator}",
-            "-cpu", str(LOCAL_MACHINES[arch].cpu),
-            "-bios", firmware,
-        ]  # fmt: skip
-    return [program, "-machine", f"accel={accelerator}"]
+        return [program, *machine_arguments(arch, accelerator), "-bios", firmware]
+    return [program, *machine_arguments(arch, accelerator)]
 
 
 def seed_drive(arch: str, seed: Path) -> list[str]:
