@@ -4,8 +4,8 @@ has lost `application_signals` (what the original manual guide shipped).
 The image is broken at launch, before the agent config is translated, by user data
 that strips the setting from the baked file; then the very suites the gate runs are
 run against it (all but the lynis audit, which this breakage does not touch). They
-must fail, and fail naming the cause, doctor included; the telemetry checks fail at
-once, naming the agent's missing OTLP receiver.
+must fail, and fail naming the cause, doctor included; the start-order and telemetry
+checks fail at once, naming the agent's silent ports, instead of waiting for them.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def test_gate_rejects_a_backend_without_application_signals(tmp_path: Path) -> N
     failing = " ".join(failures)
     assert "test_backend_agent_config_turns_on_application_signals" in failing
     assert "test_doctor" in failing  # the on-instance doctor names it too
-    # The telemetry checks name the missing receiver at once (not after 90 s each).
+    # Start order and telemetry name the agent's silent ports at once, without waiting.
+    assert "the agent does not answer on ports (4316, 2000)" in output, output[-2000:]
     assert "nothing listens on the agent's OTLP port 4316" in output, output[-2000:]
     assert passed > 0  # the rest of the image still keeps its promises
