@@ -373,13 +373,19 @@ class AwsSettings(Section):
 
 
 class LocalSettings(Section):
-    """The local target: Packer's qemu builder on this machine."""
+    """The local target: bakes in an LXC container or Packer's qemu builder on this
+    machine; the gate boots each image in QEMU."""
 
     debian_suite: Literal["bookworm"]
     cpus: int = Field(ge=1, le=64)
     memory_mb: int = Field(ge=512, le=65536)
     disk_size_gb: int = Field(ge=2, le=256)
     accelerator: Literal["auto", "kvm", "tcg"]
+    bake_in: Literal["auto", "container", "vm"] = Field(
+        description="where the provisioner steps run: an LXC system container on the "
+        "host's kernel (native speed), or a QEMU VM through Packer (the reference); auto: "
+        "a container for the host's own architecture, a VM for another"
+    )
     cache_dir: str = Field(min_length=1, description="base images and wheelhouses (relative: repo)")
     extra_ca_bundle: str | None = Field(
         default=None,

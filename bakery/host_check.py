@@ -172,6 +172,22 @@ def check_leftovers() -> Finding:
     return Finding("leftovers", False, describe_leftovers(found), LEFTOVERS_FIX)
 
 
+def check_bake_container(cfg: BakeryConfig) -> Finding:
+    from bakery.local.container import bakes_in_container, missing_for_containers
+
+    try:
+        in_container = bakes_in_container(cfg)
+    except BakeryError as exc:
+        return Finding("bake container", False, str(exc), "set local.bake_in to auto or vm")
+    if not in_container:
+        return Finding("bake container", True, f"bakes {cfg.arch} in a QEMU VM (local.bake_in)")
+    problem = missing_for_containers()
+    if problem:
+        detail, _, fix = problem.partition(": ")
+        return Finding("bake container", False, detail, f"{fix}; or set local.bake_in=vm")
+    return Finding("bake container", True, "LXC and its lxcbr0 bridge are ready")
+
+
 def examine(cfg: BakeryConfig) -> list[Finding]:
     """Every check for the target of `cfg`; no check changes anything."""
     findings = [check_packer()]
@@ -185,6 +201,7 @@ def examine(cfg: BakeryConfig) -> list[Finding]:
             _tool("xorriso", "xorriso", "cloud-init seed CDs"),
             _tool("ssh", "openssh-client", "reaches the VMs"),
             *check_foreign_arch(cfg),
+            check_bake_container(cfg),
             check_accelerator(cfg),
             check_disk(cfg),
             check_ca_bundle(cfg),

@@ -386,6 +386,39 @@ def _work_folders(root: Path) -> Iterator[Path]:
             yield entry
 
 
+def mounts_under(folder: Path, mountinfo: str) -> list[str]:
+    """The mount points under `folder` in /proc/self/mountinfo's text, deepest first."""
+    inside = str(folder.resolve()) + "/"
+    points = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        # Field 5 is the mount point, with spaces and the like escaped as octal.
+        point = fields[4].encode().decode("unicode_escape") if len(fields) > 4 else ""
+        if point.startswith(inside):
+            points.append(point)
+    return sorted(points, key=len, reverse=True)
+
+
+def remove_folder(folder: Path) -> None:
+    """Remove a run's scratch folder, after undoing what a container bake may have left
+    mounted in it (its image's root filesystem on a loop device, bakery.local.container):
+    removing the folder through a mount would empty the image, and the mount and the loop
+    device would outlive it."""
+    with contextlib.suppress(OSError):
+        for point in mounts_under(folder, Path("/proc/self/mountinfo").read_text()):
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+        listing = subprocess.run(
+            ["losetup", "-n", "-l", "-O", "NAME,BACK-FILE"],
+            capture_output=True, text=True, check=False,
+        ).stdout  # fmt: skip
+        inside = str(folder.resolve()) + "/"
+        for line in listing.splitlines():
+            name, _, backing = line.strip().partition(" ")
+            if backing.strip().startswith(inside):
+                subprocess.run(["losetup", "-d", name], capture_output=True, check=False)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def sweep(work_root: Path | None = None, locks: Sequence[Path] = ()) -> Leftovers:
     """End and remove what dead runs left; returns what it found (empty: nothing)."""
     root = work_root or WORK_ROOT
@@ -396,7 +429,7 @@ def sweep(work_root: Path | None = None, locks: Sequence[Path] = ()) -> Leftover
     marks |= {_run_mark(pid) or "" for pid, _ in found.processes} - {""}
     end_groups({}, STOP_GRACE_S, marks)
     for folder in found.folders:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_folder(folder)
     for registry in found.registries:
         shutil.rmtree(registry, ignore_errors=True)
     for lock in found.locks:
@@ -433,5 +466,5 @@ def _watch(registry_path: str) -> None:
             folders.append(Path(rest))
     end_groups(groups, STOP_GRACE_S, {str(registry)})
     for folder in folders:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_folder(folder)
     shutil.rmtree(registry, ignore_errors=True)

@@ -1,9 +1,11 @@
-"""The local target: Packer's qemu builder turns the base image into one qcow2 per role,
-and QEMU boots it for the gate (bakery/local/vm.py).
+"""The local target: the base image becomes one qcow2 per role, baked in an LXC system
+container at native speed (bakery/local/container.py) or by Packer's qemu builder in a
+VM (`local.bake_in`), and QEMU boots it for the gate (bakery/local/vm.py).
 
 Per role: artifacts -> render -> inputs hash (skip when unchanged) -> ephemeral build
-key and NoCloud seed -> `packer build` (bakery/packer.py) -> the image moved into
-`build/images/<role>/` with its record (bakery/records.py). Everything of a run lives in
+key and NoCloud seed -> the bake (container, or `packer build`: bakery/packer.py) -> the
+image moved into `build/images/<role>/` with its record (bakery/records.py). Everything
+of a run lives in
 `build/.work/<role>-<run>/` and is removed whatever happens; a failed run leaves the
 previous image untouched.
 """
@@ -32,9 +34,10 @@ from bakery.config import ARM64_FIRMWARE_PACKAGE, REPO_ROOT, BakeryConfig
 from bakery.diff import history_path
 from bakery.errors import BadInput, BakeryError, MissingTool, OperationFailed
 from bakery.hcl import write_var_file
-from bakery.inputs import run_inputs
+from bakery.inputs import RunInputs, run_inputs
 from bakery.local.accelerator import choose_accelerator, foreign_accelerator
 from bakery.local.base_image import BaseImage, ensure_base_image
+from bakery.local.container import bake_in_container, bakes_in_container
 from bakery.local.vm import BootedVM, booted, end_stale_boots
 from bakery.packer import (
     PackerVersion,
@@ -136,16 +139,24 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             handle.truncate(0)
 
 
-def _seed_files(run_dir: Path, role: str, public_key: str) -> list[str]:
-    """A NoCloud seed authorising the build key, exactly as user data would on EC2."""
-    seed = run_dir / "seed"
-    seed.mkdir()
-    (seed / "meta-data").write_text(f"instance-id: bakery-build-{role}-{run_dir.name}\n")
-    (seed / "user-data").write_text(
+def _seed_texts(run_dir: Path, role: str, public_key: str) -> tuple[str, str]:
+    """A NoCloud seed's (meta-data, user-data), authorising the build key, exactly as
+    user data would on EC2."""
+    return (
+        f"instance-id: bakery-build-{role}-{run_dir.name}\n",
         "#cloud-config\n"
         "# The ephemeral key of this build only; the seal step removes it from the image.\n"
-        f"ssh_authorized_keys:\n  - {public_key}\n"
+        f"ssh_authorized_keys:\n  - {public_key}\n",
     )
+
+
+def _seed_files(run_dir: Path, role: str, public_key: str) -> list[str]:
+    """The seed as files, for the VM bake's NoCloud CD."""
+    seed = run_dir / "seed"
+    seed.mkdir()
+    meta_data, user_data = _seed_texts(run_dir, role, public_key)
+    (seed / "meta-data").write_text(meta_data)
+    (seed / "user-data").write_text(user_data)
     return [str(seed / "meta-data"), str(seed / "user-data")]
 
 
@@ -236,8 +247,8 @@ def save_boot_profile(vm: BootedVM, folder: Path) -> list[Path]:
 
 
 class LocalTarget:
-    """The local adapter (see bakery/target.py): bakes with Packer's qemu builder from
-    the cached base image, boots with QEMU in user-mode networking."""
+    """The local adapter (see bakery/target.py): bakes the cached base image in an LXC
+    container or with Packer's qemu builder, boots with QEMU in user-mode networking."""
 
     name = "local"
 
@@ -312,40 +323,27 @@ class LocalTarget:
         role = cfg.role
         base = self.base(cfg)
         accelerator = self.accelerator_for(cfg)
+        in_container = bakes_in_container(cfg)
         inputs = run_inputs(rendered, base.inputs_hash)
         started = time.time()
         run_dir = rendered.directory.parent / f"{role}-run"
         run_dir.mkdir(parents=True)
         log_dir = per_arch(LOGS_ROOT, role, cfg.arch)
         log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / "packer.log"
+        log_path = log_dir / ("container.log" if in_container else "packer.log")
         try:
             key, public_key = _ephemeral_key(run_dir)
-            var_file = write_var_file(
-                run_dir / "run.pkrvars.hcl",
-                {
-                    "inputs_hash": inputs.inputs_hash,
-                    "git_commit": inputs.git_commit,
-                    "base_image": str(base.path),
-                    "base_image_checksum": base.checksum,
-                    "ssh_private_key_file": str(key),
-                    "seed_files": _seed_files(run_dir, role, public_key),
-                    "accelerator": accelerator,
-                    "output_directory": str(run_dir / "output"),
-                },
-            )
-            with self.progress.step(role, f"packer build ({accelerator})"):
-                run_packer(
-                    ["build", "-color=false", f"-var-file={var_file}", "."],
-                    rendered.directory,
-                    log_path,
-                    on_line=_StepTimer(role, self.progress),
-                    on_start=self.packers.append,
-                    stop_grace_s=PACKER_STOP_GRACE_S,
+            if in_container:
+                seed = _seed_texts(run_dir, role, public_key)
+                built = bake_in_container(
+                    cfg, rendered, base, run_dir, seed, log_path, self.progress
                 )
-            built = run_dir / "output" / f"{role}.qcow2"
+            else:
+                built = self._packer_bake(
+                    cfg, rendered, base, inputs, run_dir, key, public_key, log_path
+                )
             if not built.is_file():
-                raise OperationFailed(f"[{role}] packer reported success but wrote no {built}")
+                raise OperationFailed(f"[{role}] the bake reported success but wrote no {built}")
             plan = json.loads((rendered.stage / "bake.json").read_text())
             record = ImageRecord(
                 role=role,
@@ -361,6 +359,8 @@ class LocalTarget:
                 packer_log=_shown(log_path),
                 details={
                     "accelerator": accelerator,
+                    # Where the provisioner steps ran: an LXC container or a QEMU VM.
+                    "baked_in": "container" if in_container else "vm",
                     "base_image": {
                         "sha256": base.sha256,
                         "inputs_hash": base.inputs_hash,
@@ -381,6 +381,44 @@ class LocalTarget:
         finally:
             _kill_leftover_qemu(run_dir)
             shutil.rmtree(run_dir, ignore_errors=True)
+
+    def _packer_bake(
+        self,
+        cfg: BakeryConfig,
+        rendered: RenderedRole,
+        base: BaseImage,
+        inputs: RunInputs,
+        run_dir: Path,
+        key: Path,
+        public_key: str,
+        log_path: Path,
+    ) -> Path:
+        """The VM bake: Packer's qemu builder boots the base image and runs the steps."""
+        role = cfg.role
+        accelerator = self.accelerator_for(cfg)
+        var_file = write_var_file(
+            run_dir / "run.pkrvars.hcl",
+            {
+                "inputs_hash": inputs.inputs_hash,
+                "git_commit": inputs.git_commit,
+                "base_image": str(base.path),
+                "base_image_checksum": base.checksum,
+                "ssh_private_key_file": str(key),
+                "seed_files": _seed_files(run_dir, role, public_key),
+                "accelerator": accelerator,
+                "output_directory": str(run_dir / "output"),
+            },
+        )
+        with self.progress.step(role, f"packer build ({accelerator})"):
+            run_packer(
+                ["build", "-color=false", f"-var-file={var_file}", "."],
+                rendered.directory,
+                log_path,
+                on_line=_StepTimer(role, self.progress),
+                on_start=self.packers.append,
+                stop_grace_s=PACKER_STOP_GRACE_S,
+            )
+        return run_dir / "output" / f"{role}.qcow2"
 
     def _install(self, built: Path, record: ImageRecord) -> None:
         """Move the new image in; only then drop the previous one."""

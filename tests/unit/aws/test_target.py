@@ -77,8 +77,9 @@ def _local_target(cfg: BakeryConfig, source_image: str) -> local.LocalTarget:
 def test_same_inputs_and_source_give_the_same_hash_on_both_targets(
     ec2: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_build_root: Path
 ) -> None:
-    # moto has no EnableImageDeprecation: leave that post-build step out.
-    cfg = make_config("backend", "aws.deprecate_after_days=null")
+    # moto has no EnableImageDeprecation: leave that post-build step out. The local side
+    # bakes with the stand-in Packer (a container bake needs LXC).
+    cfg = make_config("backend", "aws.deprecate_after_days=null", "local.bake_in=vm")
     aws_rendered = render_role(cfg, PACKER, tmp_path / "rendered")
     local_rendered = RenderedRole("backend", "local", aws_rendered.directory, PACKER)
     expected = inputs_hash(aws_rendered, DEBIAN_SOURCE)

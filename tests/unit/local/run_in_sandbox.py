@@ -56,7 +56,11 @@ def point_into(root: Path) -> None:
 def main(root: Path, what: str, arg: str | None) -> int:
     point_into(root)
     progress = Progress(Console(width=200))
-    overrides = ["local.accelerator=tcg", "local.cache_dir=cache", "local.disk_size_gb=2"]
+    # The Packer path (a stand-in packer): the container bake needs LXC and a real base.
+    overrides = [
+        "local.accelerator=tcg", "local.cache_dir=cache", "local.disk_size_gb=2",
+        "local.bake_in=vm",
+    ]  # fmt: skip
     cfg = load_config(ROLE, "local", overrides=overrides)
     if what == "build":
         (result,) = build.build_local([cfg], progress, force=True)
