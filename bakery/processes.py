@@ -399,6 +399,25 @@ def mounts_under(folder: Path, mountinfo: str) -> list[str]:
     return sorted(points, key=len, reverse=True)
 
 
+def loop_backings(listing: str) -> list[tuple[str, str]]:
+    """(device, backing file) of each loop device in `losetup -n -l -O NAME,BACK-FILE`
+    output; a deleted file is named as it was (losetup appends " (deleted)")."""
+    found = []
+    for line in listing.splitlines():
+        name, _, backing = line.strip().partition(" ")
+        found.append((name, backing.strip().removesuffix(" (deleted)")))
+    return found
+
+
+def attached_loops() -> list[tuple[str, str]]:
+    """(device, backing file) of every loop device on this host."""
+    listing = subprocess.run(
+        ["losetup", "-n", "-l", "-O", "NAME,BACK-FILE"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    return loop_backings(listing)
+
+
 def remove_folder(folder: Path) -> None:
     """Remove a run's scratch folder, after undoing what a container bake may have left
     mounted in it (its image's root filesystem on a loop device, bakery.local.container):
@@ -407,14 +426,9 @@ def remove_folder(folder: Path) -> None:
     with contextlib.suppress(OSError):
         for point in mounts_under(folder, Path("/proc/self/mountinfo").read_text()):
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-        listing = subprocess.run(
-            ["losetup", "-n", "-l", "-O", "NAME,BACK-FILE"],
-            capture_output=True, text=True, check=False,
-        ).stdout  # fmt: skip
         inside = str(folder.resolve()) + "/"
-        for line in listing.splitlines():
-            name, _, backing = line.strip().partition(" ")
-            if backing.strip().startswith(inside):
+        for name, backing in attached_loops():
+            if backing.startswith(inside):
                 subprocess.run(["losetup", "-d", name], capture_output=True, check=False)
     shutil.rmtree(folder, ignore_errors=True)
 

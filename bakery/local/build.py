@@ -5,9 +5,8 @@ VM (`local.bake_in`), and QEMU boots it for the gate (bakery/local/vm.py).
 Per role: artifacts -> render -> inputs hash (skip when unchanged) -> ephemeral build
 key and NoCloud seed -> the bake (container, or `packer build`: bakery/packer.py) -> the
 image moved into `build/images/<role>/` with its record (bakery/records.py). Everything
-of a run lives in
-`build/.work/<role>-<run>/` and is removed whatever happens; a failed run leaves the
-previous image untouched.
+of a run lives in `build/.work/<role>-<run>/` and is removed whatever happens; a failed
+run leaves the previous image untouched.
 """
 
 from __future__ import annotations

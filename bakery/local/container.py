@@ -120,13 +120,11 @@ class Container:
 
     def __init__(self, role: str, work: Path, log: Path) -> None:
         self.role = role
-        self.work = work
         self.name = f"bake-{role}"
         self.lxcpath = work / "lxc"
         self.disk = work / "disk.raw"
         self.rootfs = work / "rootfs"
         self.log = log
-        self.loop: str | None = None
 
     def _lxc(self, tool: str, *args: str) -> list[str]:
         return [tool, "-P", str(self.lxcpath), "-n", self.name, *args]
@@ -144,14 +142,14 @@ class Container:
         )
         _, start_mib, size_mib = partition_table(arch, size_gb)
         offset, size = str(start_mib << 20), str(size_mib << 20)
-        self.loop = processes.run(
+        loop = processes.run(
             ["losetup", "--show", "-f", "-o", offset, "--sizelimit", size, str(self.disk)],
             check=True,
             capture_output=True,
             text=True,
         ).stdout.strip()
         self.rootfs.mkdir()
-        processes.run(["mount", self.loop, str(self.rootfs)], check=True, capture_output=True)
+        processes.run(["mount", loop, str(self.rootfs)], check=True, capture_output=True)
 
     def start(self, timeout_s: float) -> None:
         """Boot it and wait until systemd says the boot is over."""
@@ -262,28 +260,10 @@ class Container:
             processes.run(["umount", str(self.rootfs)], capture_output=True, check=False)
             if self.rootfs.is_mount():  # something still holds it: detach it anyway
                 processes.run(["umount", "-l", str(self.rootfs)], capture_output=True, check=False)
-        for loop in attached_loops(self.disk):
-            processes.run(["losetup", "-d", loop], capture_output=True, check=False)
-        self.loop = None
-
-
-def attached_loops(disk: Path) -> list[str]:
-    """The loop devices backed by `disk`, even once it is deleted (a bake killed before
-    it detached them, whose folder was swept)."""
-    result = processes.run(
-        ["losetup", "-n", "-l", "-O", "NAME,BACK-FILE"], capture_output=True, text=True, check=False
-    )
-    return loops_of(result.stdout, disk)
-
-
-def loops_of(listing: str, disk: Path) -> list[str]:
-    """The devices in `losetup -n -l -O NAME,BACK-FILE` output whose file is `disk`."""
-    found = []
-    for line in listing.splitlines():
-        name, _, backing = line.strip().partition(" ")
-        if backing.strip().removesuffix(" (deleted)") == str(disk):
-            found.append(name)
-    return found
+        # Even once the disk is deleted: a bake killed before it could detach them.
+        for loop, backing in processes.attached_loops():
+            if backing == str(self.disk):
+                processes.run(["losetup", "-d", loop], capture_output=True, check=False)
 
 
 @contextmanager

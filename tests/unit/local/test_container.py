@@ -19,13 +19,12 @@ from bakery.local.container import (
     bakes_in_container,
     check_host,
     container_config,
-    loops_of,
     missing_for_containers,
     step_command,
     write_seed,
 )
 from bakery.packer import PackerVersion
-from bakery.processes import mounts_under
+from bakery.processes import loop_backings, mounts_under
 from bakery.render import provisioning_steps, render_role
 from tests.unit.local.stand_in_programs import path_with
 
@@ -108,7 +107,8 @@ def test_loops_of_a_disk_include_those_of_a_deleted_one() -> None:
         "/dev/loop2 /var/other.img\n"
     )
     disk = Path("/work/b/build/.work/build-1/local/backend-run/disk.raw")
-    assert loops_of(listing, disk) == ["/dev/loop0", "/dev/loop1"]
+    backed_by_disk = [name for name, backing in loop_backings(listing) if backing == str(disk)]
+    assert backed_by_disk == ["/dev/loop0", "/dev/loop1"]
 
 
 def test_mounts_under_a_folder_deepest_first(tmp_path: Path) -> None:
