@@ -31,6 +31,13 @@ from bakery.progress import Progress
 from bakery.render import GUEST_STAGE, RenderedRole, provisioning_steps
 
 BRIDGE = "lxcbr0"
+# lxc-net's dnsmasq gives the containers on the bridge their addresses and DNS; the
+# bridge outlives it (a host whose processes were all killed keeps lxcbr0 but no dnsmasq).
+LXC_NET_DNSMASQ_PID = Path("/run/lxc/dnsmasq.pid")
+RESTART_LXC_NET = (
+    "restart lxc-net: ./scripts/run does, or /usr/libexec/lxc/lxc-net stop force; "
+    "/usr/libexec/lxc/lxc-net start (systemctl restart lxc-net where systemd runs)"
+)
 LXC_TOOLS = ("lxc-start", "lxc-attach", "lxc-stop", "lxc-wait", "lxc-info")
 # What sudo gives the provisioners in the VM bake (Debian's secure_path, root's home).
 STEP_ENVIRONMENT = {
@@ -62,7 +69,11 @@ def bakes_in_container(cfg: BakeryConfig) -> bool:
     return True
 
 
-def missing_for_containers(sys_class_net: Path = Path("/sys/class/net")) -> str | None:
+def missing_for_containers(
+    sys_class_net: Path = Path("/sys/class/net"),
+    dnsmasq_pid: Path = LXC_NET_DNSMASQ_PID,
+    proc: Path = Path("/proc"),
+) -> str | None:
     """What this host lacks to bake in a container, with the fix; None when nothing."""
     absent = [tool for tool in LXC_TOOLS if shutil.which(tool) is None]
     if absent:
@@ -72,7 +83,27 @@ def missing_for_containers(sys_class_net: Path = Path("/sys/class/net")) -> str 
             f"LXC's bridge {BRIDGE} is not up: systemctl start lxc-net (on a host without "
             "systemd: /usr/libexec/lxc/lxc-net start)"
         )
+    if not _dnsmasq_runs(dnsmasq_pid, proc):
+        # Else each container waits out networkd's 2 minutes and apt cannot resolve.
+        return (
+            f"LXC's bridge {BRIDGE} is up but lxc-net's dnsmasq (DHCP and DNS for the "
+            f"containers, pid file {dnsmasq_pid}) is not running: {RESTART_LXC_NET}"
+        )
     return None
+
+
+def _dnsmasq_runs(pid_file: Path, proc: Path) -> bool:
+    """Whether the pid in lxc-net's pid file is a live dnsmasq (not a zombie, not a
+    process that got the pid since)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        status = (proc / str(pid) / "status").read_text()
+    except (OSError, ValueError):
+        return False
+    fields = dict(line.partition(":")[::2] for line in status.splitlines())
+    return fields.get("Name", "").strip() == "dnsmasq" and not fields.get(
+        "State", "Z"
+    ).strip().startswith(("Z", "X"))
 
 
 def check_host() -> None:
@@ -176,12 +207,24 @@ class Container:
             )
             state = result.stdout.strip()
             if state in BOOTED_STATES:
+                self._check_address()
                 return
             time.sleep(0.5)
         raise OperationFailed(
             f"[{self.role}] the bake container did not finish booting in {timeout_s:.0f}s "
             f"(systemd: {state or 'no answer'}); see {self.log.with_suffix('.lxc.log')}"
         )
+
+    def _check_address(self) -> None:
+        """One clear error now, rather than each apt and pip download failing later."""
+        result = processes.run(
+            self._lxc("lxc-info", "-i", "-H"), capture_output=True, text=True, check=False
+        )
+        if not any("." in address for address in result.stdout.split()):
+            raise OperationFailed(
+                f"[{self.role}] the bake container booted without an IPv4 address: the DHCP "
+                f"server on {BRIDGE} (lxc-net's dnsmasq) did not answer; {RESTART_LXC_NET}"
+            )
 
     def run(self, argv: list[str], on_line: Callable[[str], None], what: str) -> None:
         """Run argv in the container, every output line to the log and `on_line`."""

@@ -7,6 +7,7 @@ verified by the same gate as a VM-baked one."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,42 @@ def test_a_host_without_the_bridge_is_told_to_start_lxc_net(
     problem = missing_for_containers(net)
     assert problem is not None and BRIDGE in problem and "lxc-net" in problem
     (net / BRIDGE).mkdir()
-    assert missing_for_containers(net) is None
+    assert missing_for_containers(net, *running_dnsmasq(tmp_path)) is None
+
+
+def process_status(proc: Path, pid: int, name: str, state: str = "S (sleeping)") -> None:
+    (proc / str(pid)).mkdir(parents=True, exist_ok=True)
+    (proc / str(pid) / "status").write_text(f"Name:\t{name}\nUmask:\t0022\nState:\t{state}\n")
+
+
+def running_dnsmasq(tmp_path: Path) -> tuple[Path, Path]:
+    """A pid file like lxc-net's and a /proc where that pid is a running dnsmasq."""
+    pid_file, proc = tmp_path / "dnsmasq.pid", tmp_path / "proc"
+    pid_file.write_text("4242\n")
+    process_status(proc, 4242, "dnsmasq")
+    return pid_file, proc
+
+
+def test_a_bridge_whose_dnsmasq_died_is_told_to_restart_lxc_net(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What CI met: a host whose processes were all killed keeps lxcbr0 and lxc-net's pid
+    file, but no dnsmasq; each container then waited 2 minutes for DHCP and apt could
+    not resolve the mirror."""
+    monkeypatch.setenv("PATH", path_with(tmp_path, *LXC_TOOLS))
+    net = tmp_path / "net"
+    (net / BRIDGE).mkdir(parents=True)
+    pid_file, proc = running_dnsmasq(tmp_path)
+    assert missing_for_containers(net, pid_file, proc) is None
+    shutil.rmtree(proc / "4242")  # the process is gone, its pid file is not
+    stale = missing_for_containers(net, pid_file, proc)
+    assert stale is not None and "dnsmasq" in stale and "lxc-net" in stale
+    process_status(proc, 4242, "dnsmasq", "Z (zombie)")  # killed, not yet reaped
+    assert missing_for_containers(net, pid_file, proc) == stale
+    process_status(proc, 4242, "python3")  # the pid is someone else's now
+    assert missing_for_containers(net, pid_file, proc) == stale
+    pid_file.unlink()
+    assert missing_for_containers(net, pid_file, proc) == stale
 
 
 def test_the_container_runs_the_packer_templates_command_lines(tmp_path: Path) -> None:
