@@ -418,18 +418,25 @@ def attached_loops() -> list[tuple[str, str]]:
     return loop_backings(listing)
 
 
-def remove_folder(folder: Path) -> None:
-    """Remove a run's scratch folder, after undoing what a container bake may have left
-    mounted in it (its image's root filesystem on a loop device, bakery.local.container):
-    removing the folder through a mount would empty the image, and the mount and the loop
-    device would outlive it."""
+def release_mounts(folder: Path) -> None:
+    """Undo what a container bake mounts under `folder` (its image's root filesystem on a
+    loop device, bakery.local.container): every mount under it, deepest first (detached
+    lazily when still busy), then every loop device whose backing file is under it, a
+    deleted one included (a bake killed before it could detach it)."""
     with contextlib.suppress(OSError):
         for point in mounts_under(folder, Path("/proc/self/mountinfo").read_text()):
-            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+            if subprocess.run(["umount", point], capture_output=True, check=False).returncode:
+                subprocess.run(["umount", "-l", point], capture_output=True, check=False)
         inside = str(folder.resolve()) + "/"
         for name, backing in attached_loops():
             if backing.startswith(inside):
                 subprocess.run(["losetup", "-d", name], capture_output=True, check=False)
+
+
+def remove_folder(folder: Path) -> None:
+    """Remove a run's scratch folder, released first: removing it through a mount would
+    empty the image, and the mount and the loop device would outlive it."""
+    release_mounts(folder)
     shutil.rmtree(folder, ignore_errors=True)
 
 

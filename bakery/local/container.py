@@ -100,10 +100,12 @@ def _dnsmasq_runs(pid_file: Path, proc: Path) -> bool:
         status = (proc / str(pid) / "status").read_text()
     except (OSError, ValueError):
         return False
-    fields = dict(line.partition(":")[::2] for line in status.splitlines())
-    return fields.get("Name", "").strip() == "dnsmasq" and not fields.get(
-        "State", "Z"
-    ).strip().startswith(("Z", "X"))
+    fields = {
+        key: value.strip()
+        for key, _, value in (line.partition(":") for line in status.splitlines())
+    }
+    state = fields.get("State", "")[:1]  # R, S, D...; Z: a zombie, X: dead
+    return fields.get("Name") == "dnsmasq" and state not in ("", "Z", "X")
 
 
 def check_host() -> None:
@@ -152,6 +154,7 @@ class Container:
     def __init__(self, role: str, work: Path, log: Path) -> None:
         self.role = role
         self.name = f"bake-{role}"
+        self.work = work
         self.lxcpath = work / "lxc"
         self.disk = work / "disk.raw"
         self.rootfs = work / "rootfs"
@@ -299,14 +302,7 @@ class Container:
         """Whatever happened: no container, mount or loop device of this bake is left."""
         if self.lxcpath.exists() and self.running():
             processes.run(self._lxc("lxc-stop", "-k"), capture_output=True, check=False)
-        if self.rootfs.is_mount():
-            processes.run(["umount", str(self.rootfs)], capture_output=True, check=False)
-            if self.rootfs.is_mount():  # something still holds it: detach it anyway
-                processes.run(["umount", "-l", str(self.rootfs)], capture_output=True, check=False)
-        # Even once the disk is deleted: a bake killed before it could detach them.
-        for loop, backing in processes.attached_loops():
-            if backing == str(self.disk):
-                processes.run(["losetup", "-d", loop], capture_output=True, check=False)
+        processes.release_mounts(self.work)  # the root filesystem, the disk's loop device
 
 
 @contextmanager
